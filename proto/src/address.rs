@@ -1,0 +1,175 @@
+//! Identifiers: 32-byte keys written as hex, node ids, client ids and the address a client
+//! publishes so that others can send to it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::Error;
+
+/// 32 bytes, written as 64 lowercase hex digits in documents and configs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Key32(pub [u8; 32]);
+
+impl Key32 {
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+    /// Full hex form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    /// Parse 64 hex digits; `what` names the value in the error.
+    pub fn parse_hex(s: &str, what: &'static str) -> Result<Self, Error> {
+        let bytes = hex::decode(s.trim()).map_err(|e| Error::Malformed {
+            what,
+            detail: e.to_string(),
+        })?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|v: Vec<u8>| Error::Malformed {
+            what,
+            detail: format!("{} bytes, expected 32", v.len()),
+        })?;
+        Ok(Key32(arr))
+    }
+}
+
+impl fmt::Debug for Key32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_hex())
+    }
+}
+
+impl fmt::Display for Key32 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for Key32 {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Key32 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Key32::parse_hex(&s, "32-byte hex key").map_err(serde::de::Error::custom)
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$m:meta])* $name:ident, $what:literal) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Key32);
+
+        impl $name {
+            /// From raw bytes.
+            pub const fn from_bytes(b: [u8; 32]) -> Self {
+                $name(Key32(b))
+            }
+            /// The raw bytes.
+            pub fn as_bytes(&self) -> &[u8; 32] {
+                &self.0 .0
+            }
+            /// A short prefix for human-facing logs of public identifiers.
+            pub fn short(&self) -> String {
+                hex::encode(&self.0 .0[..6])
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.short())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self, Error> {
+                Key32::parse_hex(s, $what).map($name)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A relay's identity: its Ed25519 public key. Also its Sphinx node address.
+    NodeId,
+    "node id"
+);
+id_type!(
+    /// A client's identity on its gateway: BLAKE3 of the client's TLS certificate. Also the
+    /// Sphinx destination address of packets for that client.
+    ClientId,
+    "client id"
+);
+
+/// Where to send a message: the recipient's id at its gateway. Written `CLIENT@GATEWAY`,
+/// both in hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ClientAddress {
+    /// The recipient.
+    pub client: ClientId,
+    /// The gateway that delivers to it (the exit of every route to it).
+    pub gateway: NodeId,
+}
+
+impl fmt::Display for ClientAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.client, self.gateway)
+    }
+}
+
+impl FromStr for ClientAddress {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let (client, gateway) = s.trim().split_once('@').ok_or_else(|| Error::Malformed {
+            what: "client address",
+            detail: "expected CLIENT@GATEWAY".into(),
+        })?;
+        Ok(ClientAddress {
+            client: client.parse()?,
+            gateway: gateway.parse()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_round_trips_and_rejects_garbage() {
+        let a = ClientAddress {
+            client: ClientId::from_bytes([7; 32]),
+            gateway: NodeId::from_bytes([9; 32]),
+        };
+        let s = a.to_string();
+        assert_eq!(s.len(), 64 + 1 + 64);
+        assert_eq!(s.parse::<ClientAddress>().ok(), Some(a));
+        assert!("abc".parse::<ClientAddress>().is_err());
+        assert!(format!("{}@zz", a.client).parse::<ClientAddress>().is_err());
+        assert!("00@00".parse::<ClientAddress>().is_err());
+    }
+
+    #[test]
+    fn keys_serialize_as_hex() {
+        let k = Key32([0xab; 32]);
+        let json = serde_json::to_string(&k).unwrap_or_default();
+        assert_eq!(json, format!("\"{}\"", "ab".repeat(32)));
+        let back: Key32 = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(back, k);
+        assert!(serde_json::from_str::<Key32>("\"abcd\"").is_err());
+    }
+}

@@ -1,0 +1,76 @@
+//! The core's error type. Every variant is a reason to drop one packet, frame or document;
+//! [`Error::drop_reason`] names it for the aggregate metrics.
+
+use std::time::Duration;
+
+/// What went wrong with one packet, frame, address or document.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("packet is {got} bytes, expected exactly {expected}")]
+    WrongPacketSize { got: usize, expected: usize },
+    #[error("message of {got} bytes does not fit one packet (at most {max})")]
+    MessageTooLong { got: usize, max: usize },
+    #[error("route has {got} hops, expected 1 to {max}")]
+    BadRouteLength { got: usize, max: usize },
+    #[error("route has {hops} hops but {delays} delays")]
+    DelayCountMismatch { hops: usize, delays: usize },
+    #[error("sphinx header failed its integrity check")]
+    BadMac,
+    #[error("packet was seen before (replay)")]
+    Replay,
+    #[error("sphinx packet version {got} is not supported")]
+    UnsupportedVersion { got: u16 },
+    #[error("requested delay {requested:?} exceeds the cap of {cap:?}")]
+    DelayTooLong { requested: Duration, cap: Duration },
+    #[error("final payload is malformed (tampered on the way?)")]
+    BadPayload,
+    #[error("sphinx: {0}")]
+    Sphinx(String),
+    #[error("link frame version {got} is not supported (expected {expected})")]
+    FrameVersion { got: u8, expected: u8 },
+    #[error("unknown link frame kind {got}")]
+    FrameKind { got: u8 },
+    #[error("link frame of kind {kind} has length {len}, allowed {min}..={max}")]
+    FrameLength {
+        kind: u8,
+        len: usize,
+        min: usize,
+        max: usize,
+    },
+    #[error("mix queue is full ({capacity} packets)")]
+    QueueFull { capacity: usize },
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: &'static str, detail: String },
+    #[error("bad signature on {what}")]
+    BadSignature { what: &'static str },
+    #[error("topology document has {valid} valid authority signatures, needs {threshold}")]
+    NotEnoughSignatures { valid: usize, threshold: usize },
+    #[error("topology document expired at unix time {valid_until} (now {now})")]
+    Expired { valid_until: u64, now: u64 },
+    #[error("topology has no usable {what}")]
+    NoRoute { what: String },
+    #[error("node {id} is not in the topology")]
+    UnknownNode { id: String },
+    #[error("invalid configuration value for {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Error {
+    /// A short, stable label for metrics (`packets_dropped_total{reason=".."}`).
+    pub fn drop_reason(&self) -> &'static str {
+        match self {
+            Error::WrongPacketSize { .. } => "wrong_size",
+            Error::BadMac => "bad_mac",
+            Error::Replay => "replay",
+            Error::UnsupportedVersion { .. } => "bad_version",
+            Error::DelayTooLong { .. } => "delay_too_long",
+            Error::BadPayload => "bad_payload",
+            Error::FrameVersion { .. } | Error::FrameKind { .. } | Error::FrameLength { .. } => {
+                "bad_frame"
+            }
+            Error::QueueFull { .. } => "queue_full",
+            Error::UnknownNode { .. } => "unknown_next_hop",
+            _ => "malformed",
+        }
+    }
+}

@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+
+pub mod address;
+pub mod error;
+pub mod frame;
+pub mod packet;
+pub mod queue;
+pub mod replay;
+pub mod time;
+pub mod topology;
+
+pub use address::{ClientAddress, ClientId, Key32, NodeId};
+pub use error::Error;
+pub use frame::{Frame, FrameHeader, FrameKind};
+pub use packet::{HopSpec, Packet, Processed, SphinxNode};
+pub use queue::MixQueue;
+pub use replay::ReplayFilter;
+pub use time::Timestamp;
+pub use topology::{
+    NodeDescriptor, Role, SignedDescriptor, SignedTopology, Topology, TopologyBody,
+};

@@ -1,0 +1,445 @@
+//! Lethe's packet type, over the `sphinx-packet` backend (kept behind this module so the
+//! backend can be replaced without touching the relays).
+//!
+//! Every packet on the wire is exactly [`PACKET_SIZE`] bytes. A route is at most
+//! [`MAX_ROUTE_LEN`] hops; in the deployed network it is always five: entry gateway, one mix
+//! of each of the three layers, exit gateway.
+
+use std::time::Duration;
+
+use rand::{CryptoRng, Rng};
+use sphinx_packet::crypto::{PrivateKey, PublicKey};
+use sphinx_packet::header::delays::Delay;
+use sphinx_packet::route::{Destination, DestinationAddressBytes, Node, NodeAddressBytes};
+use sphinx_packet::version::CURRENT_VERSION;
+use sphinx_packet::{ProcessedPacketData, SphinxPacket, SphinxPacketBuilder};
+
+use crate::{ClientId, Error, Key32, NodeId};
+
+/// Size of a Sphinx header (always sized for five hops).
+pub const HEADER_SIZE: usize = sphinx_packet::header::HEADER_SIZE;
+/// Size of the encrypted payload, padding overhead included.
+pub const PAYLOAD_SIZE: usize = 2048;
+/// Bytes the payload encoding needs for itself (zero prefix and padding marker).
+pub const PAYLOAD_OVERHEAD: usize = sphinx_packet::payload::PAYLOAD_OVERHEAD_SIZE;
+/// The exact size of every packet on a link.
+pub const PACKET_SIZE: usize = HEADER_SIZE + PAYLOAD_SIZE;
+/// The longest message one packet carries.
+pub const MAX_MESSAGE_LEN: usize = PAYLOAD_SIZE - PAYLOAD_OVERHEAD;
+/// The most hops a route may have.
+pub const MAX_ROUTE_LEN: usize = sphinx_packet::constants::MAX_PATH_LENGTH;
+
+/// One hop of a route as the sender needs it: who, and its Sphinx public key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HopSpec {
+    /// The relay's identity (its Sphinx node address).
+    pub id: NodeId,
+    /// The relay's X25519 Sphinx key for the current epoch.
+    pub sphinx_key: Key32,
+}
+
+/// A packet of exactly [`PACKET_SIZE`] bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Packet(Vec<u8>);
+
+impl std::fmt::Debug for Packet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Contents are never printed.
+        write!(f, "Packet({} bytes)", self.0.len())
+    }
+}
+
+impl Packet {
+    /// Take ownership of `bytes`, which must be exactly [`PACKET_SIZE`] long.
+    pub fn from_vec(bytes: Vec<u8>) -> Result<Self, Error> {
+        if bytes.len() != PACKET_SIZE {
+            return Err(Error::WrongPacketSize {
+                got: bytes.len(),
+                expected: PACKET_SIZE,
+            });
+        }
+        Ok(Packet(bytes))
+    }
+
+    /// The wire bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The wire bytes, owned.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// Draw one delay from an exponential distribution with the given mean, capped at `cap`.
+/// This is the per-hop delay of a Poisson (continuous-time) mix.
+pub fn sample_delay<R: Rng + ?Sized>(rng: &mut R, mean: Duration, cap: Duration) -> Duration {
+    // A uniform in (0, 1]: 53 random bits, never zero, so ln() is finite.
+    let u = ((rng.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    let secs = -mean.as_secs_f64() * u.ln();
+    Duration::try_from_secs_f64(secs).unwrap_or(cap).min(cap)
+}
+
+/// Build a forward packet carrying `message` along `route` to `destination`, with the given
+/// per-hop delays (the last hop's delay is not used: it delivers). The packet's secret comes
+/// from `rng`; the backend still draws a few padding bytes from its own thread rng.
+pub fn build_packet<R: Rng + CryptoRng + ?Sized>(
+    rng: &mut R,
+    route: &[HopSpec],
+    destination: ClientId,
+    delays: &[Duration],
+    message: &[u8],
+) -> Result<Packet, Error> {
+    if route.is_empty() || route.len() > MAX_ROUTE_LEN {
+        return Err(Error::BadRouteLength {
+            got: route.len(),
+            max: MAX_ROUTE_LEN,
+        });
+    }
+    if delays.len() != route.len() {
+        return Err(Error::DelayCountMismatch {
+            hops: route.len(),
+            delays: delays.len(),
+        });
+    }
+    if message.len() > MAX_MESSAGE_LEN {
+        return Err(Error::MessageTooLong {
+            got: message.len(),
+            max: MAX_MESSAGE_LEN,
+        });
+    }
+    let nodes: Vec<Node> = route
+        .iter()
+        .map(|h| {
+            Node::new(
+                NodeAddressBytes::from_bytes(*h.id.as_bytes()),
+                PublicKey::from(*h.sphinx_key.as_bytes()),
+            )
+        })
+        .collect();
+    let delays: Vec<Delay> = delays
+        .iter()
+        .map(|d| Delay::new_from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+        .collect();
+    let dest = Destination::new(
+        DestinationAddressBytes::from_bytes(*destination.as_bytes()),
+        [0u8; 16],
+    );
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    let initial = PrivateKey::from(seed);
+    let packet = SphinxPacketBuilder::new()
+        .with_payload_size(PAYLOAD_SIZE)
+        .with_initial_secret(&initial)
+        .build_packet(message, &nodes, &dest, &delays)
+        .map_err(|e| Error::Sphinx(e.to_string()))?;
+    Packet::from_vec(packet.to_bytes())
+}
+
+/// What one hop made of a packet.
+#[derive(Debug)]
+pub enum Processed {
+    /// Hold for `delay`, then send `packet` to `next`.
+    Forward {
+        next: NodeId,
+        delay: Duration,
+        packet: Packet,
+    },
+    /// This relay is the last hop: hand `message` to the client `destination`.
+    Deliver {
+        destination: ClientId,
+        message: Vec<u8>,
+    },
+}
+
+/// A relay's Sphinx key and its processing rules.
+pub struct SphinxNode {
+    secret: PrivateKey,
+    public: Key32,
+    max_delay: Duration,
+}
+
+impl SphinxNode {
+    /// A node with the given X25519 secret; packets asking for more than `max_delay` are
+    /// refused.
+    pub fn new(secret: [u8; 32], max_delay: Duration) -> Self {
+        let secret = PrivateKey::from(secret);
+        let public = Key32(PublicKey::from(&secret).to_bytes());
+        SphinxNode {
+            secret,
+            public,
+            max_delay,
+        }
+    }
+
+    /// The public key senders use to reach this node.
+    pub fn public_key(&self) -> Key32 {
+        self.public
+    }
+
+    /// The delay cap.
+    pub fn max_delay(&self) -> Duration {
+        self.max_delay
+    }
+
+    /// Peel one layer. `seen` is called with the packet's replay tag once the header's MAC
+    /// has been checked, and must return `true` if the tag was seen before (then the packet
+    /// is dropped as a replay). Cost: one X25519 for the shared secret and one for blinding.
+    pub fn process(
+        &self,
+        packet: &[u8],
+        seen: impl FnOnce(&[u8; 32]) -> bool,
+    ) -> Result<Processed, Error> {
+        if packet.len() != PACKET_SIZE {
+            return Err(Error::WrongPacketSize {
+                got: packet.len(),
+                expected: PACKET_SIZE,
+            });
+        }
+        let sphinx = SphinxPacket::from_bytes(packet).map_err(|e| Error::Sphinx(e.to_string()))?;
+        let secret = sphinx.header.compute_expanded_shared_secret(&self.secret);
+        sphinx
+            .header
+            .ensure_header_integrity(&secret)
+            .map_err(|_| Error::BadMac)?;
+        if seen(secret.replay_tag()) {
+            return Err(Error::Replay);
+        }
+        let processed = sphinx
+            .process_with_expanded_secret(&secret)
+            .map_err(|e| Error::Sphinx(e.to_string()))?;
+        if processed.version != CURRENT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                got: processed.version.value(),
+            });
+        }
+        match processed.data {
+            ProcessedPacketData::ForwardHop {
+                next_hop_packet,
+                next_hop_address,
+                delay,
+            } => {
+                let delay = delay.to_duration();
+                if delay > self.max_delay {
+                    return Err(Error::DelayTooLong {
+                        requested: delay,
+                        cap: self.max_delay,
+                    });
+                }
+                Ok(Processed::Forward {
+                    next: NodeId::from_bytes(next_hop_address.to_bytes()),
+                    delay,
+                    packet: Packet::from_vec(next_hop_packet.to_bytes())?,
+                })
+            }
+            ProcessedPacketData::FinalHop {
+                destination,
+                payload,
+                ..
+            } => {
+                let message = payload.recover_plaintext().map_err(|_| Error::BadPayload)?;
+                Ok(Processed::Deliver {
+                    destination: ClientId::from_bytes(destination.as_bytes()),
+                    message,
+                })
+            }
+        }
+    }
+}
+
+/// Derive the X25519 public key of a Sphinx secret.
+pub fn sphinx_public_key(secret: &[u8; 32]) -> Key32 {
+    Key32(PublicKey::from(&PrivateKey::from(*secret)).to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    struct TestNode {
+        node: SphinxNode,
+        id: NodeId,
+    }
+
+    fn nodes(rng: &mut StdRng, n: usize) -> Vec<TestNode> {
+        (0..n)
+            .map(|i| {
+                let mut s = [0u8; 32];
+                rng.fill_bytes(&mut s);
+                TestNode {
+                    node: SphinxNode::new(s, Duration::from_secs(10)),
+                    id: NodeId::from_bytes([i as u8 + 1; 32]),
+                }
+            })
+            .collect()
+    }
+
+    fn route(ns: &[TestNode]) -> Vec<HopSpec> {
+        ns.iter()
+            .map(|n| HopSpec {
+                id: n.id,
+                sphinx_key: n.node.public_key(),
+            })
+            .collect()
+    }
+
+    fn never(_: &[u8; 32]) -> bool {
+        false
+    }
+
+    #[test]
+    fn five_hops_deliver_the_message_with_the_chosen_delays() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let ns = nodes(&mut rng, 5);
+        let delays: Vec<Duration> = (1..=5).map(|i| Duration::from_millis(i * 10)).collect();
+        let dest = ClientId::from_bytes([42; 32]);
+        let msg = b"hello across the mixnet".to_vec();
+        let mut pkt = build_packet(&mut rng, &route(&ns), dest, &delays, &msg).unwrap();
+        assert_eq!(pkt.as_bytes().len(), PACKET_SIZE);
+        for (i, n) in ns.iter().enumerate() {
+            match n.node.process(pkt.as_bytes(), never).unwrap() {
+                Processed::Forward {
+                    next,
+                    delay,
+                    packet,
+                } => {
+                    assert!(i < 4, "hop {i} should deliver");
+                    assert_eq!(next, ns[i + 1].id);
+                    assert_eq!(delay, delays[i]);
+                    pkt = packet;
+                }
+                Processed::Deliver {
+                    destination,
+                    message,
+                } => {
+                    assert_eq!(i, 4);
+                    assert_eq!(destination, dest);
+                    assert_eq!(message, msg);
+                    return;
+                }
+            }
+        }
+        panic!("never delivered");
+    }
+
+    #[test]
+    fn the_injected_rng_chooses_the_packet_keys() {
+        // sphinx-packet 0.8 draws the destination padding from its own thread rng, so whole
+        // packets are not reproducible from a seed; the per-packet key (the group element in
+        // the first 32 bytes, from which every hop secret derives) is.
+        let mut rng = StdRng::seed_from_u64(3);
+        let ns = nodes(&mut rng, 2);
+        let d = [Duration::ZERO; 2];
+        let dest = ClientId::from_bytes([1; 32]);
+        let a = build_packet(&mut StdRng::seed_from_u64(9), &route(&ns), dest, &d, b"x").unwrap();
+        let b = build_packet(&mut StdRng::seed_from_u64(9), &route(&ns), dest, &d, b"x").unwrap();
+        let c = build_packet(&mut StdRng::seed_from_u64(10), &route(&ns), dest, &d, b"x").unwrap();
+        assert_eq!(a.as_bytes()[..32], b.as_bytes()[..32]);
+        assert_ne!(a.as_bytes()[..32], c.as_bytes()[..32]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let ns = nodes(&mut rng, 3);
+        let d = [Duration::from_millis(1); 3];
+        let dest = ClientId::from_bytes([1; 32]);
+        let pkt = build_packet(&mut rng, &route(&ns), dest, &d, b"m").unwrap();
+        let n = &ns[0].node;
+        // wrong sizes
+        for len in [0, 1, PACKET_SIZE - 1, PACKET_SIZE + 1, 10_000] {
+            let bytes = vec![0u8; len];
+            assert!(matches!(
+                n.process(&bytes, never),
+                Err(Error::WrongPacketSize { .. })
+            ));
+        }
+        // random bytes of the right size
+        let mut junk = vec![0u8; PACKET_SIZE];
+        rng.fill_bytes(&mut junk);
+        assert!(matches!(n.process(&junk, never), Err(Error::BadMac)));
+        // a flipped header bit
+        let mut flipped = pkt.as_bytes().to_vec();
+        flipped[100] ^= 1;
+        assert!(matches!(n.process(&flipped, never), Err(Error::BadMac)));
+        // the wrong node
+        assert!(matches!(
+            ns[1].node.process(pkt.as_bytes(), never),
+            Err(Error::BadMac)
+        ));
+        // replay
+        assert!(matches!(
+            n.process(pkt.as_bytes(), |_| true),
+            Err(Error::Replay)
+        ));
+        // route and message limits
+        assert!(build_packet(&mut rng, &[], dest, &[], b"m").is_err());
+        assert!(build_packet(&mut rng, &route(&ns), dest, &d[..2], b"m").is_err());
+        let long = vec![0u8; MAX_MESSAGE_LEN + 1];
+        assert!(matches!(
+            build_packet(&mut rng, &route(&ns), dest, &d, &long),
+            Err(Error::MessageTooLong { .. })
+        ));
+        let full = vec![0xffu8; MAX_MESSAGE_LEN];
+        assert!(build_packet(&mut rng, &route(&ns), dest, &d, &full).is_ok());
+    }
+
+    #[test]
+    fn delays_above_the_cap_are_refused() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let ns = nodes(&mut rng, 2);
+        let d = [Duration::from_secs(11), Duration::ZERO];
+        let pkt = build_packet(
+            &mut rng,
+            &route(&ns),
+            ClientId::from_bytes([1; 32]),
+            &d,
+            b"m",
+        )
+        .unwrap();
+        assert!(matches!(
+            ns[0].node.process(pkt.as_bytes(), never),
+            Err(Error::DelayTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn tampered_payload_is_caught_at_the_last_hop() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let ns = nodes(&mut rng, 2);
+        let d = [Duration::ZERO; 2];
+        let pkt = build_packet(
+            &mut rng,
+            &route(&ns),
+            ClientId::from_bytes([1; 32]),
+            &d,
+            b"m",
+        )
+        .unwrap();
+        let mut bytes = pkt.into_vec();
+        bytes[PACKET_SIZE - 5] ^= 0x40;
+        let Processed::Forward { packet, .. } = ns[0].node.process(&bytes, never).unwrap() else {
+            panic!("first hop forwards");
+        };
+        assert!(matches!(
+            ns[1].node.process(packet.as_bytes(), never),
+            Err(Error::BadPayload)
+        ));
+    }
+
+    #[test]
+    fn exponential_delays_have_the_requested_mean_and_cap() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let mean = Duration::from_millis(20);
+        let cap = Duration::from_millis(200);
+        let n = 20_000;
+        let samples: Vec<Duration> = (0..n).map(|_| sample_delay(&mut rng, mean, cap)).collect();
+        let avg = samples.iter().map(|d| d.as_secs_f64()).sum::<f64>() / n as f64;
+        assert!((avg - 0.020).abs() < 0.001, "mean {avg}");
+        assert!(samples.iter().all(|d| *d <= cap));
+        assert_eq!(sample_delay(&mut rng, Duration::ZERO, cap), Duration::ZERO);
+    }
+}

@@ -1,0 +1,557 @@
+//! The network's map: node descriptors signed by their nodes, and the topology document
+//! signed by the directory authorities, plus route selection over it.
+//!
+//! Signatures cover exact bytes: a descriptor and a document body are carried as JSON text
+//! and signed as that text (with a domain-separation prefix), so no canonical encoding is
+//! needed. A document lists authority signatures; it is accepted with at least `threshold`
+//! valid signatures from distinct configured authorities (one authority and threshold 1
+//! today; the format already carries several).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::packet::{HopSpec, sample_delay};
+use crate::{Error, Key32, NodeId};
+
+const DESCRIPTOR_DOMAIN: &[u8] = b"lethe descriptor v1\0";
+const TOPOLOGY_DOMAIN: &[u8] = b"lethe topology v1\0";
+
+/// Number of mix layers in the stratified topology.
+pub const MIX_LAYERS: u8 = 3;
+
+/// What a relay does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Entry for its own clients, exit (final hop) for packets to them.
+    Gateway,
+    /// A mix of one layer.
+    Mix,
+}
+
+/// What a relay publishes about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeDescriptor {
+    /// Ed25519 identity key.
+    pub id: NodeId,
+    /// Gateway or mix.
+    pub role: Role,
+    /// Mix layer, 1 to 3; absent for gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u8>,
+    /// Where its QUIC endpoint listens.
+    pub address: SocketAddr,
+    /// Its X25519 Sphinx public key.
+    pub sphinx_key: Key32,
+    /// BLAKE3 of its TLS certificate (DER); peers pin it.
+    pub tls_cert: Key32,
+}
+
+impl NodeDescriptor {
+    /// Check the role and layer agree.
+    pub fn validate(&self) -> Result<(), Error> {
+        match (self.role, self.layer) {
+            (Role::Gateway, None) => Ok(()),
+            (Role::Mix, Some(l)) if (1..=MIX_LAYERS).contains(&l) => Ok(()),
+            (Role::Gateway, Some(_)) => Err(Error::Invalid {
+                field: "layer",
+                reason: "a gateway has no layer".into(),
+            }),
+            (Role::Mix, _) => Err(Error::Invalid {
+                field: "layer",
+                reason: format!("a mix needs a layer from 1 to {MIX_LAYERS}"),
+            }),
+        }
+    }
+}
+
+fn signing_input(domain: &[u8], text: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(domain.len() + text.len());
+    m.extend_from_slice(domain);
+    m.extend_from_slice(text.as_bytes());
+    m
+}
+
+fn parse_signature(hex_sig: &str, what: &'static str) -> Result<Signature, Error> {
+    let bytes = hex::decode(hex_sig).map_err(|e| Error::Malformed {
+        what,
+        detail: e.to_string(),
+    })?;
+    Signature::from_slice(&bytes).map_err(|_| Error::Malformed {
+        what,
+        detail: "signature must be 64 bytes".into(),
+    })
+}
+
+fn verifying_key(k: &Key32, what: &'static str) -> Result<VerifyingKey, Error> {
+    VerifyingKey::from_bytes(k.as_bytes()).map_err(|_| Error::Malformed {
+        what,
+        detail: "not an Ed25519 public key".into(),
+    })
+}
+
+/// The public identity key of an Ed25519 secret.
+pub fn identity_public_key(secret: &[u8; 32]) -> Key32 {
+    Key32(SigningKey::from_bytes(secret).verifying_key().to_bytes())
+}
+
+/// A descriptor as JSON text with its node's signature over that text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedDescriptor {
+    /// JSON of a [`NodeDescriptor`].
+    pub descriptor: String,
+    /// Hex Ed25519 signature by `descriptor.id`.
+    pub signature: String,
+}
+
+impl SignedDescriptor {
+    /// Sign `d` with the node's identity secret.
+    pub fn sign(d: &NodeDescriptor, identity_secret: &[u8; 32]) -> Result<Self, Error> {
+        let text = serde_json::to_string(d).map_err(|e| Error::Malformed {
+            what: "descriptor",
+            detail: e.to_string(),
+        })?;
+        let key = SigningKey::from_bytes(identity_secret);
+        let sig = key.sign(&signing_input(DESCRIPTOR_DOMAIN, &text));
+        Ok(SignedDescriptor {
+            descriptor: text,
+            signature: hex::encode(sig.to_bytes()),
+        })
+    }
+
+    /// Parse and check: valid JSON, sensible fields, and signed by the key it names.
+    pub fn verify(&self) -> Result<NodeDescriptor, Error> {
+        let d: NodeDescriptor =
+            serde_json::from_str(&self.descriptor).map_err(|e| Error::Malformed {
+                what: "descriptor",
+                detail: e.to_string(),
+            })?;
+        d.validate()?;
+        let key = verifying_key(&d.id.0, "descriptor id")?;
+        let sig = parse_signature(&self.signature, "descriptor signature")?;
+        key.verify_strict(&signing_input(DESCRIPTOR_DOMAIN, &self.descriptor), &sig)
+            .map_err(|_| Error::BadSignature { what: "descriptor" })?;
+        Ok(d)
+    }
+}
+
+/// Network-wide parameters and the node list, as the authorities sign them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologyBody {
+    /// Network name, so documents of two networks cannot be mixed up.
+    pub network: String,
+    /// Epoch number: unix time divided by the epoch length.
+    pub epoch: u64,
+    /// Changes whenever the content changes within an epoch.
+    pub serial: u64,
+    /// Unix time after which the document must not be used.
+    pub valid_until: u64,
+    /// Mean per-hop mixing delay senders must use, in milliseconds.
+    pub mean_delay_ms: u64,
+    /// Largest per-hop delay a relay accepts, in milliseconds.
+    pub max_delay_ms: u64,
+    /// The nodes, each signed by itself.
+    pub nodes: Vec<SignedDescriptor>,
+}
+
+/// One authority's signature over a document body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoritySignature {
+    /// The authority's Ed25519 public key.
+    pub authority: Key32,
+    /// Hex signature over the body text.
+    pub signature: String,
+}
+
+/// A topology document as served by the directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedTopology {
+    /// JSON of a [`TopologyBody`].
+    pub body: String,
+    /// Authority signatures over `body`.
+    pub signatures: Vec<AuthoritySignature>,
+}
+
+impl SignedTopology {
+    /// Serialize `body` and sign it with one authority's key.
+    pub fn sign(body: &TopologyBody, authority_secret: &[u8; 32]) -> Result<Self, Error> {
+        let text = serde_json::to_string(body).map_err(|e| Error::Malformed {
+            what: "topology",
+            detail: e.to_string(),
+        })?;
+        let mut doc = SignedTopology {
+            body: text,
+            signatures: Vec::new(),
+        };
+        doc.add_signature(authority_secret);
+        Ok(doc)
+    }
+
+    /// Add one more authority's signature over the same body.
+    pub fn add_signature(&mut self, authority_secret: &[u8; 32]) {
+        let key = SigningKey::from_bytes(authority_secret);
+        let sig = key.sign(&signing_input(TOPOLOGY_DOMAIN, &self.body));
+        self.signatures.push(AuthoritySignature {
+            authority: Key32(key.verifying_key().to_bytes()),
+            signature: hex::encode(sig.to_bytes()),
+        });
+    }
+
+    /// Accept the document if at least `threshold` distinct keys of `authorities` signed
+    /// it, it has not expired at `now_unix`, and every node descriptor is signed by its node.
+    pub fn verify(
+        &self,
+        authorities: &[Key32],
+        threshold: usize,
+        now_unix: u64,
+    ) -> Result<Topology, Error> {
+        let message = signing_input(TOPOLOGY_DOMAIN, &self.body);
+        let mut valid: Vec<Key32> = Vec::new();
+        for s in &self.signatures {
+            if !authorities.contains(&s.authority) || valid.contains(&s.authority) {
+                continue;
+            }
+            let Ok(key) = verifying_key(&s.authority, "authority key") else {
+                continue;
+            };
+            let Ok(sig) = parse_signature(&s.signature, "authority signature") else {
+                continue;
+            };
+            if key.verify_strict(&message, &sig).is_ok() {
+                valid.push(s.authority);
+            }
+        }
+        if threshold == 0 || valid.len() < threshold {
+            return Err(Error::NotEnoughSignatures {
+                valid: valid.len(),
+                threshold,
+            });
+        }
+        let body: TopologyBody =
+            serde_json::from_str(&self.body).map_err(|e| Error::Malformed {
+                what: "topology",
+                detail: e.to_string(),
+            })?;
+        if body.valid_until < now_unix {
+            return Err(Error::Expired {
+                valid_until: body.valid_until,
+                now: now_unix,
+            });
+        }
+        let nodes = body
+            .nodes
+            .iter()
+            .map(SignedDescriptor::verify)
+            .collect::<Result<Vec<_>, _>>()?;
+        Topology::new(body, nodes)
+    }
+}
+
+/// A verified topology, indexed for lookups and route selection.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    body: TopologyBody,
+    nodes: Vec<NodeDescriptor>,
+    by_id: HashMap<NodeId, usize>,
+    by_cert: HashMap<Key32, usize>,
+    layers: [Vec<usize>; MIX_LAYERS as usize],
+    gateways: Vec<usize>,
+}
+
+impl Topology {
+    /// Index `nodes` (already verified) under the parameters of `body`.
+    pub fn new(body: TopologyBody, nodes: Vec<NodeDescriptor>) -> Result<Self, Error> {
+        if body.max_delay_ms < body.mean_delay_ms {
+            return Err(Error::Invalid {
+                field: "max_delay_ms",
+                reason: "must be at least mean_delay_ms".into(),
+            });
+        }
+        let mut t = Topology {
+            body,
+            nodes: Vec::new(),
+            by_id: HashMap::new(),
+            by_cert: HashMap::new(),
+            layers: Default::default(),
+            gateways: Vec::new(),
+        };
+        for n in nodes {
+            n.validate()?;
+            if t.by_id.contains_key(&n.id) {
+                return Err(Error::Malformed {
+                    what: "topology",
+                    detail: format!("node {} listed twice", n.id.short()),
+                });
+            }
+            let i = t.nodes.len();
+            t.by_id.insert(n.id, i);
+            t.by_cert.insert(n.tls_cert, i);
+            match (n.role, n.layer) {
+                (Role::Mix, Some(l)) => t.layers[usize::from(l - 1)].push(i),
+                _ => t.gateways.push(i),
+            }
+            t.nodes.push(n);
+        }
+        Ok(t)
+    }
+
+    /// The signed parameters.
+    pub fn body(&self) -> &TopologyBody {
+        &self.body
+    }
+    /// Epoch of the document.
+    pub fn epoch(&self) -> u64 {
+        self.body.epoch
+    }
+    /// All nodes.
+    pub fn nodes(&self) -> &[NodeDescriptor] {
+        &self.nodes
+    }
+    /// A node by identity.
+    pub fn node(&self, id: &NodeId) -> Option<&NodeDescriptor> {
+        self.by_id.get(id).map(|&i| &self.nodes[i])
+    }
+    /// A node by the hash of its TLS certificate.
+    pub fn node_by_cert(&self, cert: &Key32) -> Option<&NodeDescriptor> {
+        self.by_cert.get(cert).map(|&i| &self.nodes[i])
+    }
+    /// The gateways.
+    pub fn gateways(&self) -> impl Iterator<Item = &NodeDescriptor> {
+        self.gateways.iter().map(|&i| &self.nodes[i])
+    }
+    /// Mean per-hop delay of the network.
+    pub fn mean_delay(&self) -> Duration {
+        Duration::from_millis(self.body.mean_delay_ms)
+    }
+    /// Largest per-hop delay relays accept.
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_millis(self.body.max_delay_ms)
+    }
+
+    fn hop(&self, n: &NodeDescriptor) -> HopSpec {
+        HopSpec {
+            id: n.id,
+            sphinx_key: n.sphinx_key,
+        }
+    }
+
+    fn gateway_hop(&self, id: &NodeId, what: &str) -> Result<HopSpec, Error> {
+        match self.node(id) {
+            Some(n) if n.role == Role::Gateway => Ok(self.hop(n)),
+            _ => Err(Error::NoRoute {
+                what: format!("{what} gateway {}", id.short()),
+            }),
+        }
+    }
+
+    /// A route: `entry` gateway, one mix of each layer chosen uniformly with `rng`, and the
+    /// `exit` gateway (the recipient's).
+    pub fn choose_route<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        entry: &NodeId,
+        exit: &NodeId,
+    ) -> Result<Vec<HopSpec>, Error> {
+        let mut route = Vec::with_capacity(2 + MIX_LAYERS as usize);
+        route.push(self.gateway_hop(entry, "entry")?);
+        for (l, members) in self.layers.iter().enumerate() {
+            if members.is_empty() {
+                return Err(Error::NoRoute {
+                    what: format!("mix in layer {}", l + 1),
+                });
+            }
+            let pick = members[(rng.next_u64() % members.len() as u64) as usize];
+            route.push(self.hop(&self.nodes[pick]));
+        }
+        route.push(self.gateway_hop(exit, "exit")?);
+        Ok(route)
+    }
+
+    /// Per-hop delays for a route from [`Topology::choose_route`]: zero at the gateways,
+    /// exponential with the network's mean (capped at its maximum) at each mix.
+    pub fn route_delays<R: Rng + ?Sized>(&self, rng: &mut R, hops: usize) -> Vec<Duration> {
+        (0..hops)
+            .map(|i| {
+                if i == 0 || i + 1 == hops {
+                    Duration::ZERO
+                } else {
+                    sample_delay(rng, self.mean_delay(), self.max_delay())
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    pub(crate) fn secret(i: u8) -> [u8; 32] {
+        [i; 32]
+    }
+
+    fn descriptor(i: u8, role: Role, layer: Option<u8>) -> NodeDescriptor {
+        NodeDescriptor {
+            id: NodeId(identity_public_key(&secret(i))),
+            role,
+            layer,
+            address: SocketAddr::from(([127, 0, 0, i], 9000)),
+            sphinx_key: Key32([i; 32]),
+            tls_cert: Key32([100 + i; 32]),
+        }
+    }
+
+    fn body(nodes: &[(u8, NodeDescriptor)]) -> TopologyBody {
+        TopologyBody {
+            network: "test".into(),
+            epoch: 1,
+            serial: 1,
+            valid_until: 1000,
+            mean_delay_ms: 10,
+            max_delay_ms: 100,
+            nodes: nodes
+                .iter()
+                .map(|(i, d)| SignedDescriptor::sign(d, &secret(*i)).unwrap())
+                .collect(),
+        }
+    }
+
+    fn net() -> Vec<(u8, NodeDescriptor)> {
+        let mut v = vec![
+            (1, descriptor(1, Role::Gateway, None)),
+            (2, descriptor(2, Role::Gateway, None)),
+        ];
+        for l in 1..=3u8 {
+            for j in 0..2u8 {
+                let i = 10 + l * 2 + j;
+                v.push((i, descriptor(i, Role::Mix, Some(l))));
+            }
+        }
+        v
+    }
+
+    const AUTH: u8 = 200;
+
+    #[test]
+    fn a_signed_document_verifies_and_routes_are_stratified() {
+        let doc = SignedTopology::sign(&body(&net()), &secret(AUTH)).unwrap();
+        let auth = identity_public_key(&secret(AUTH));
+        let t = doc.verify(&[auth], 1, 999).unwrap();
+        assert_eq!(t.nodes().len(), 8);
+        let g1 = net()[0].1.id;
+        let g2 = net()[1].1.id;
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut seen_first_layer = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let r = t.choose_route(&mut rng, &g1, &g2).unwrap();
+            assert_eq!(r.len(), 5);
+            assert_eq!(r[0].id, g1);
+            assert_eq!(r[4].id, g2);
+            for (l, hop) in r[1..4].iter().enumerate() {
+                let n = t.node(&hop.id).unwrap();
+                assert_eq!(n.layer, Some(l as u8 + 1));
+            }
+            seen_first_layer.insert(r[1].id);
+        }
+        assert_eq!(seen_first_layer.len(), 2, "both layer-1 mixes get picked");
+        // seeded: same seed, same routes
+        let a = t
+            .choose_route(&mut StdRng::seed_from_u64(5), &g1, &g2)
+            .unwrap();
+        let b = t
+            .choose_route(&mut StdRng::seed_from_u64(5), &g1, &g2)
+            .unwrap();
+        assert_eq!(a, b);
+        let d = t.route_delays(&mut rng, 5);
+        assert_eq!(d[0], Duration::ZERO);
+        assert_eq!(d[4], Duration::ZERO);
+        assert!(d.iter().all(|x| *x <= t.max_delay()));
+    }
+
+    #[test]
+    fn forged_expired_and_unsigned_documents_are_refused() {
+        let auth = identity_public_key(&secret(AUTH));
+        let doc = SignedTopology::sign(&body(&net()), &secret(AUTH)).unwrap();
+        // expired
+        assert!(matches!(
+            doc.verify(&[auth], 1, 1001),
+            Err(Error::Expired { .. })
+        ));
+        // signed by someone else
+        let other = SignedTopology::sign(&body(&net()), &secret(201)).unwrap();
+        assert!(matches!(
+            other.verify(&[auth], 1, 0),
+            Err(Error::NotEnoughSignatures { valid: 0, .. })
+        ));
+        // body changed after signing
+        let mut tampered = doc.clone();
+        tampered.body = tampered
+            .body
+            .replace("\"mean_delay_ms\":10", "\"mean_delay_ms\":0");
+        assert_ne!(tampered.body, doc.body);
+        assert!(tampered.verify(&[auth], 1, 0).is_err());
+        // one signature does not meet a threshold of two, even if repeated
+        let mut twice = doc.clone();
+        twice.signatures.push(twice.signatures[0].clone());
+        let auth2 = identity_public_key(&secret(202));
+        assert!(matches!(
+            twice.verify(&[auth, auth2], 2, 0),
+            Err(Error::NotEnoughSignatures {
+                valid: 1,
+                threshold: 2
+            })
+        ));
+        let mut both = doc.clone();
+        both.add_signature(&secret(202));
+        assert!(both.verify(&[auth, auth2], 2, 0).is_ok());
+    }
+
+    #[test]
+    fn a_descriptor_signed_by_the_wrong_key_is_refused() {
+        let d = descriptor(1, Role::Gateway, None);
+        let good = SignedDescriptor::sign(&d, &secret(1)).unwrap();
+        assert_eq!(good.verify().unwrap(), d);
+        let bad = SignedDescriptor::sign(&d, &secret(2)).unwrap();
+        assert!(matches!(bad.verify(), Err(Error::BadSignature { .. })));
+        let mut changed = good.clone();
+        changed.descriptor = changed.descriptor.replace("9000", "9001");
+        assert!(matches!(changed.verify(), Err(Error::BadSignature { .. })));
+        let mix_without_layer = descriptor(3, Role::Mix, None);
+        let s = SignedDescriptor::sign(&mix_without_layer, &secret(3)).unwrap();
+        assert!(s.verify().unwrap_err().to_string().contains("layer"));
+    }
+
+    #[test]
+    fn missing_layers_and_unknown_gateways_are_errors() {
+        let nodes: Vec<_> = net()
+            .into_iter()
+            .filter(|(_, d)| d.layer != Some(2))
+            .collect();
+        let doc = SignedTopology::sign(&body(&nodes), &secret(AUTH)).unwrap();
+        let t = doc
+            .verify(&[identity_public_key(&secret(AUTH))], 1, 0)
+            .unwrap();
+        let g = nodes[0].1.id;
+        let mut rng = StdRng::seed_from_u64(1);
+        assert!(
+            t.choose_route(&mut rng, &g, &g)
+                .unwrap_err()
+                .to_string()
+                .contains("layer 2")
+        );
+        let stranger = NodeId::from_bytes([9; 32]);
+        assert!(t.choose_route(&mut rng, &stranger, &g).is_err());
+    }
+}
