@@ -1,1 +1,216 @@
-fn main() {}
+//! `lethe-node`: run a Lethe relay or directory authority.
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use lethe_node::config::{
+    AuthoritySection, DirectorySection, GatewaySection, MixingSection, NodeSection, ReplaySection,
+};
+use lethe_node::{NodeConfig, NodeKeys, NodeRole};
+
+#[derive(Parser)]
+#[command(
+    name = "lethe-node",
+    version,
+    about = "A Lethe mixnet relay or directory authority"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Mix,
+    Gateway,
+    Authority,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a node directory with node.toml and fresh keys (files 0600).
+    Init {
+        /// The node's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// What the node does.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Mix layer (1-3), mixes only.
+        #[arg(long)]
+        layer: Option<u8>,
+        /// QUIC (relays) or HTTP (authority) listen address.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Address to publish, if not the listen address.
+        #[arg(long)]
+        public_address: Option<SocketAddr>,
+        /// Serve Prometheus metrics on this TCP address.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+        /// Directory authority URL (relays).
+        #[arg(long)]
+        directory: Option<String>,
+        /// Authority public key in hex (repeatable).
+        #[arg(long = "authority-key")]
+        authority_keys: Vec<String>,
+        /// Authority signatures a document needs.
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
+        /// Seconds between topology fetches.
+        #[arg(long, default_value_t = 30)]
+        refresh_secs: u64,
+        /// Authority: network name.
+        #[arg(long, default_value = "lethe")]
+        network: String,
+        /// Authority: mean per-hop delay in ms.
+        #[arg(long, default_value_t = 50)]
+        mean_delay_ms: u64,
+        /// Authority: largest per-hop delay in ms.
+        #[arg(long, default_value_t = 1000)]
+        max_delay_ms: u64,
+        /// Authority: epoch length in seconds.
+        #[arg(long, default_value_t = 3600)]
+        epoch_secs: u64,
+    },
+    /// Run the node until SIGTERM or Ctrl-C.
+    Run {
+        /// The node's directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Print client addresses, destinations and next hops in logs. Only for debugging a
+        /// private test network: it defeats the point of a mixnet.
+        #[arg(long)]
+        unsafe_logging: bool,
+    },
+    /// Print the node's identity key (for an authority: the key relays and clients trust).
+    Id {
+        /// The node's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Init {
+            dir,
+            role,
+            layer,
+            listen,
+            public_address,
+            metrics,
+            directory,
+            authority_keys,
+            threshold,
+            refresh_secs,
+            network,
+            mean_delay_ms,
+            max_delay_ms,
+            epoch_secs,
+        } => {
+            let role = match role {
+                RoleArg::Mix => NodeRole::Mix,
+                RoleArg::Gateway => NodeRole::Gateway,
+                RoleArg::Authority => NodeRole::Authority,
+            };
+            let cfg = NodeConfig {
+                node: NodeSection {
+                    role,
+                    layer,
+                    listen,
+                    public_address,
+                    metrics_listen: metrics,
+                    workers: 0,
+                },
+                directory: DirectorySection {
+                    url: directory.unwrap_or_default(),
+                    authority_keys,
+                    threshold,
+                    refresh_secs,
+                    ..Default::default()
+                },
+                mixing: MixingSection::default(),
+                replay: ReplaySection::default(),
+                gateway: GatewaySection::default(),
+                authority: AuthoritySection {
+                    network,
+                    epoch_secs,
+                    mean_delay_ms,
+                    max_delay_ms,
+                    ..Default::default()
+                },
+            };
+            let keys = lethe_node::init(&dir, &cfg)
+                .with_context(|| format!("initialising {}", dir.display()))?;
+            println!("{}", keys.id());
+            eprintln!(
+                "initialised {:?} node in {} (id printed above)",
+                role,
+                dir.display()
+            );
+            Ok(())
+        }
+        Cmd::Id { dir } => {
+            let keys = NodeKeys::load(&dir)?;
+            println!("{}", keys.id());
+            Ok(())
+        }
+        Cmd::Run {
+            dir,
+            unsafe_logging,
+        } => {
+            init_logging();
+            if unsafe_logging {
+                lethe_net::sensitive::enable_unsafe_logging();
+                tracing::warn!(
+                    "--unsafe-logging is on: client addresses and next hops will appear in logs"
+                );
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let shown = dir.display().to_string();
+            rt.block_on(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    let _ = tx.send(true);
+                });
+                lethe_node::run(&dir, rx).await
+            })
+            .with_context(|| format!("node in {shown}"))?;
+            Ok(())
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -3,6 +3,7 @@
 pub mod address;
 pub mod error;
 pub mod frame;
+pub mod mailbox;
 pub mod packet;
 pub mod queue;
 pub mod replay;
@@ -12,6 +13,7 @@ pub mod topology;
 pub use address::{ClientAddress, ClientId, Key32, NodeId};
 pub use error::Error;
 pub use frame::{Frame, FrameHeader, FrameKind};
+pub use mailbox::Mailbox;
 pub use packet::{HopSpec, Packet, Processed, SphinxNode};
 pub use queue::MixQueue;
 pub use replay::ReplayFilter;

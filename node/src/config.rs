@@ -1,0 +1,352 @@
+//! `node.toml`: the node's configuration. Unknown keys are errors; every key has a
+//! documented default; [`NodeConfig::validate`] names the field it rejects.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::NodeError;
+
+/// File name of the configuration inside a node's directory.
+pub const CONFIG_FILE: &str = "node.toml";
+
+/// What this node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// A mix of one layer (`layer` = 1, 2 or 3).
+    Mix,
+    /// Entry and exit for clients.
+    Gateway,
+    /// The directory authority.
+    Authority,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Identity and addresses.
+    pub node: NodeSection,
+    /// Where the directory is (not used by the authority itself).
+    #[serde(default)]
+    pub directory: DirectorySection,
+    /// Mixing and shutdown.
+    #[serde(default)]
+    pub mixing: MixingSection,
+    /// Replay filter sizing.
+    #[serde(default)]
+    pub replay: ReplaySection,
+    /// Gateway mailbox limits.
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    /// Network parameters the authority publishes.
+    #[serde(default)]
+    pub authority: AuthoritySection,
+}
+
+/// `[node]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// `mix`, `gateway` or `authority`.
+    pub role: NodeRole,
+    /// Mix layer, 1 to 3 (mixes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u8>,
+    /// UDP address of the QUIC endpoint (TCP address of the HTTP directory for the authority).
+    pub listen: SocketAddr,
+    /// Address published in the descriptor; defaults to `listen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<SocketAddr>,
+    /// TCP address serving Prometheus metrics at `/metrics`; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Sphinx worker threads; 0 (default) means one per core.
+    #[serde(default)]
+    pub workers: usize,
+}
+
+/// `[directory]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectorySection {
+    /// Base URL of the directory authority, e.g. `http://127.0.0.1:8000`.
+    pub url: String,
+    /// Hex Ed25519 keys of the authorities whose signatures count.
+    pub authority_keys: Vec<String>,
+    /// How many of them must sign a document (default 1).
+    pub threshold: usize,
+    /// Seconds between topology fetches (default 30).
+    pub refresh_secs: u64,
+    /// Seconds between descriptor uploads (default 60).
+    pub register_secs: u64,
+}
+
+impl Default for DirectorySection {
+    fn default() -> Self {
+        DirectorySection {
+            url: String::new(),
+            authority_keys: Vec::new(),
+            threshold: 1,
+            refresh_secs: 30,
+            register_secs: 60,
+        }
+    }
+}
+
+/// `[mixing]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MixingSection {
+    /// Most packets held in the mix queue; newer packets are dropped beyond it (default 200000).
+    pub queue_capacity: usize,
+    /// Most packets waiting on one outgoing link (default 16384).
+    pub link_queue: usize,
+    /// On SIGTERM, how long queued packets keep being released at their times (default 3000).
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for MixingSection {
+    fn default() -> Self {
+        MixingSection {
+            queue_capacity: 200_000,
+            link_queue: 16_384,
+            shutdown_grace_ms: 3_000,
+        }
+    }
+}
+
+/// `[replay]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplaySection {
+    /// Tags per Bloom generation; a replay is caught among at least this many recent
+    /// packets (default 4000000: 2 x 14.4 MB at the default rate).
+    pub capacity: u64,
+    /// False-positive rate per generation (default 1e-6): an honest packet wrongly dropped.
+    pub false_positive_rate: f64,
+}
+
+impl Default for ReplaySection {
+    fn default() -> Self {
+        ReplaySection {
+            capacity: 4_000_000,
+            false_positive_rate: 1e-6,
+        }
+    }
+}
+
+/// `[gateway]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// Messages kept per offline client (default 1000).
+    pub mailbox_per_client: usize,
+    /// Messages kept in all (default 100000).
+    pub mailbox_total: usize,
+    /// Seconds a message waits for its client (default 3600).
+    pub mailbox_ttl_secs: u64,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            mailbox_per_client: 1000,
+            mailbox_total: 100_000,
+            mailbox_ttl_secs: 3600,
+        }
+    }
+}
+
+/// `[authority]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthoritySection {
+    /// Network name in every document (default `lethe`).
+    pub network: String,
+    /// Epoch length in seconds (default 3600).
+    pub epoch_secs: u64,
+    /// Mean per-hop mixing delay senders use, ms (default 50).
+    pub mean_delay_ms: u64,
+    /// Largest per-hop delay relays accept, ms (default 1000).
+    pub max_delay_ms: u64,
+    /// A node not re-registered for this long leaves the document (default 300).
+    pub descriptor_ttl_secs: u64,
+}
+
+impl Default for AuthoritySection {
+    fn default() -> Self {
+        AuthoritySection {
+            network: "lethe".into(),
+            epoch_secs: 3600,
+            mean_delay_ms: 50,
+            max_delay_ms: 1000,
+            descriptor_ttl_secs: 300,
+        }
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> NodeError {
+    NodeError::Config {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl NodeConfig {
+    /// Parse TOML text and validate it.
+    pub fn parse(text: &str) -> Result<Self, NodeError> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| NodeError::ConfigSyntax {
+            reason: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read `node.toml` from a node directory.
+    pub fn load(dir: &Path) -> Result<Self, NodeError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| NodeError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            NodeError::ConfigSyntax { reason } => NodeError::ConfigSyntax {
+                reason: format!("{}: {reason}", path.display()),
+            },
+            other => other,
+        })
+    }
+
+    /// TOML text of this configuration.
+    pub fn to_toml(&self) -> Result<String, NodeError> {
+        toml::to_string_pretty(self).map_err(|e| NodeError::ConfigSyntax {
+            reason: e.to_string(),
+        })
+    }
+
+    /// Check values that parse but make no sense; the error names the field.
+    pub fn validate(&self) -> Result<(), NodeError> {
+        let n = &self.node;
+        match (n.role, n.layer) {
+            (NodeRole::Mix, Some(1..=3)) => {}
+            (NodeRole::Mix, _) => return Err(invalid("node.layer", "a mix needs layer 1, 2 or 3")),
+            (_, Some(_)) => return Err(invalid("node.layer", "only mixes have a layer")),
+            (_, None) => {}
+        }
+        if n.role != NodeRole::Authority {
+            let d = &self.directory;
+            if !d.url.starts_with("http://") {
+                return Err(invalid("directory.url", "must be an http:// URL"));
+            }
+            if d.authority_keys.is_empty() {
+                return Err(invalid(
+                    "directory.authority_keys",
+                    "at least one key is needed",
+                ));
+            }
+            for k in &d.authority_keys {
+                lethe_proto::Key32::parse_hex(k, "authority key")
+                    .map_err(|e| invalid("directory.authority_keys", e.to_string()))?;
+            }
+            if d.threshold == 0 || d.threshold > d.authority_keys.len() {
+                return Err(invalid(
+                    "directory.threshold",
+                    "must be between 1 and the number of authority keys",
+                ));
+            }
+            if d.refresh_secs == 0 {
+                return Err(invalid("directory.refresh_secs", "must be at least 1"));
+            }
+            if d.register_secs == 0 {
+                return Err(invalid("directory.register_secs", "must be at least 1"));
+            }
+        }
+        if self.mixing.queue_capacity == 0 {
+            return Err(invalid("mixing.queue_capacity", "must be at least 1"));
+        }
+        if self.mixing.link_queue == 0 {
+            return Err(invalid("mixing.link_queue", "must be at least 1"));
+        }
+        let r = &self.replay;
+        if r.capacity == 0 || r.capacity > 1 << 32 {
+            return Err(invalid("replay.capacity", "must be between 1 and 2^32"));
+        }
+        if !(r.false_positive_rate > 0.0 && r.false_positive_rate < 0.5) {
+            return Err(invalid("replay.false_positive_rate", "must be in (0, 0.5)"));
+        }
+        let g = &self.gateway;
+        if g.mailbox_per_client == 0 || g.mailbox_total == 0 {
+            return Err(invalid(
+                "gateway.mailbox_per_client",
+                "mailbox limits must be at least 1",
+            ));
+        }
+        let a = &self.authority;
+        if a.epoch_secs == 0 {
+            return Err(invalid("authority.epoch_secs", "must be at least 1"));
+        }
+        if a.max_delay_ms < a.mean_delay_ms {
+            return Err(invalid(
+                "authority.max_delay_ms",
+                "must be at least mean_delay_ms",
+            ));
+        }
+        if a.network.is_empty() {
+            return Err(invalid("authority.network", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn valid_fixtures_parse() {
+        for f in [
+            "mix.toml",
+            "gateway.toml",
+            "authority.toml",
+            "minimal-mix.toml",
+        ] {
+            let cfg = NodeConfig::parse(&fixture(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            // and survive a round trip
+            assert_eq!(NodeConfig::parse(&cfg.to_toml().unwrap()).unwrap(), cfg);
+        }
+        let m = NodeConfig::parse(&fixture("minimal-mix.toml")).unwrap();
+        assert_eq!(m.replay, ReplaySection::default());
+        assert_eq!(m.directory.threshold, 1);
+    }
+
+    #[test]
+    fn invalid_fixtures_name_the_field() {
+        for (f, field) in [
+            ("bad-unknown-key.toml", "colour"),
+            ("bad-layer.toml", "node.layer"),
+            ("bad-gateway-layer.toml", "node.layer"),
+            ("bad-threshold.toml", "directory.threshold"),
+            ("bad-url.toml", "directory.url"),
+            ("bad-listen.toml", "listen"),
+            ("bad-fp-rate.toml", "replay.false_positive_rate"),
+            ("bad-authority-key.toml", "directory.authority_keys"),
+            ("bad-role.toml", "role"),
+        ] {
+            let err = NodeConfig::parse(&fixture(f)).expect_err(f).to_string();
+            assert!(
+                err.contains(field),
+                "{f}: error {err:?} should name {field}"
+            );
+        }
+    }
+}

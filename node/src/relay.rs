@@ -1,0 +1,798 @@
+//! The running relay (mix or gateway): a thin driver around the core.
+//!
+//! ```text
+//!  QUIC streams ──read_frame──▶ crypto pool (SphinxNode::process + ReplayFilter, one thread
+//!  per core, off the async threads) ──▶ scheduler (MixQueue: held until arrival + delay)
+//!  ──▶ one link task per next hop (long-lived QUIC stream, batched frames, reconnect with
+//!  backoff) │ or, at a gateway's final hop, a client session or the mailbox.
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use lethe_net::directory::DirectoryClient;
+use lethe_net::link::{ReadOutcome, push_frame, read_frame, write_frame};
+use lethe_net::tls::{self, peer_cert_hash};
+use lethe_net::{NetError, Sensitive, http};
+use lethe_proto::packet::PACKET_SIZE;
+use lethe_proto::topology::{NodeDescriptor, Role};
+use lethe_proto::{
+    ClientId, FrameKind, Key32, Mailbox, MixQueue, NodeId, Packet, Processed, ReplayFilter,
+    SignedDescriptor, SphinxNode, Timestamp, Topology,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::NodeError;
+use crate::config::{NodeConfig, NodeRole};
+use crate::keys::NodeKeys;
+use crate::metrics::{Metrics, Reason};
+
+/// Error codes we close QUIC streams and connections with.
+mod code {
+    pub const SHUTDOWN: u32 = 0;
+    pub const BAD_FRAME: u32 = 1;
+    pub const UNKNOWN_PEER: u32 = 2;
+}
+
+/// A packet waiting in the mix queue.
+struct Scheduled {
+    next: NodeId,
+    packet: Packet,
+}
+
+/// A packet read from the wire, for the crypto pool.
+struct Job {
+    arrival: Timestamp,
+    bytes: Vec<u8>,
+}
+
+/// Who is at the other end of a connection.
+#[derive(Clone, Copy, Debug)]
+enum Peer {
+    Node(NodeId),
+    Client(ClientId),
+}
+
+struct Shared {
+    cfg: NodeConfig,
+    me: NodeId,
+    keys: NodeKeys,
+    origin: Instant,
+    metrics: Arc<Metrics>,
+    directory: DirectoryClient,
+    topology: RwLock<Option<Arc<Topology>>>,
+    endpoint: quinn::Endpoint,
+    links: Mutex<HashMap<NodeId, mpsc::Sender<Packet>>>,
+    link_tasks: Mutex<JoinSet<()>>,
+    sessions: Mutex<HashMap<ClientId, (u64, mpsc::Sender<Vec<u8>>)>>,
+    session_seq: std::sync::atomic::AtomicU64,
+    mailbox: Mutex<Mailbox>,
+    shutdown: watch::Receiver<bool>,
+    /// Milliseconds since `origin` of the last on-demand topology fetch (rate limit).
+    last_fetch_ms: std::sync::atomic::AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the data half-updated in a way
+    // that matters more than stopping the relay would, so keep going with the data.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_duration(self.origin.elapsed())
+    }
+
+    fn instant(&self, t: Timestamp) -> Instant {
+        self.origin + t.since_origin()
+    }
+
+    fn topology(&self) -> Option<Arc<Topology>> {
+        self.topology
+            .read()
+            .map(|t| t.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn set_topology(&self, t: Topology) {
+        self.metrics.topology_nodes.set(t.nodes().len() as i64);
+        let t = Some(Arc::new(t));
+        match self.topology.write() {
+            Ok(mut g) => *g = t,
+            Err(p) => *p.into_inner() = t,
+        }
+    }
+
+    fn is_gateway(&self) -> bool {
+        self.cfg.node.role == NodeRole::Gateway
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    fn descriptor(&self) -> NodeDescriptor {
+        NodeDescriptor {
+            id: self.me,
+            role: if self.is_gateway() {
+                Role::Gateway
+            } else {
+                Role::Mix
+            },
+            layer: self.cfg.node.layer,
+            address: self.cfg.node.public_address.unwrap_or(self.cfg.node.listen),
+            sphinx_key: self.keys.sphinx_public(),
+            tls_cert: self.keys.tls.cert_hash(),
+        }
+    }
+}
+
+/// A relay that is configured and has its keys, but does no network I/O yet.
+pub struct Relay {
+    cfg: NodeConfig,
+    keys: NodeKeys,
+    metrics: Arc<Metrics>,
+}
+
+impl Relay {
+    /// Check the configuration and keys.
+    pub fn new(cfg: NodeConfig, keys: NodeKeys) -> Result<Self, NodeError> {
+        cfg.validate()?;
+        Ok(Relay {
+            cfg,
+            keys,
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    /// The counters (for tests and the metrics endpoint).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Run until `shutdown` turns true, then stop cleanly: stop accepting, release queued
+    /// packets at their times for the grace period, close links, return.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+        let Relay { cfg, keys, metrics } = self;
+        let authorities = cfg
+            .directory
+            .authority_keys
+            .iter()
+            .map(|k| Key32::parse_hex(k, "authority key"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let directory = DirectoryClient {
+            url: cfg.directory.url.clone(),
+            authorities,
+            threshold: cfg.directory.threshold,
+        };
+        let server_cfg = tls::server_config(&keys.tls)?;
+        let endpoint = quinn::Endpoint::server(server_cfg, cfg.node.listen).map_err(|source| {
+            NodeError::Bind {
+                addr: cfg.node.listen,
+                source,
+            }
+        })?;
+        let mut rng = rand::rng();
+        let mut replay_key = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rng, &mut replay_key);
+        let replay = ReplayFilter::new(
+            replay_key,
+            cfg.replay.capacity,
+            cfg.replay.false_positive_rate,
+        )?;
+        let g = &cfg.gateway;
+        let mailbox = Mailbox::new(
+            g.mailbox_per_client,
+            g.mailbox_total,
+            Duration::from_secs(g.mailbox_ttl_secs),
+        );
+        let me = keys.id();
+        let shared = Arc::new(Shared {
+            me,
+            origin: Instant::now(),
+            metrics: metrics.clone(),
+            directory,
+            topology: RwLock::new(None),
+            endpoint: endpoint.clone(),
+            links: Mutex::new(HashMap::new()),
+            link_tasks: Mutex::new(JoinSet::new()),
+            sessions: Mutex::new(HashMap::new()),
+            session_seq: Default::default(),
+            mailbox: Mutex::new(mailbox),
+            shutdown: shutdown.clone(),
+            last_fetch_ms: Default::default(),
+            keys,
+            cfg,
+        });
+        info!(
+            role = ?shared.cfg.node.role,
+            layer = ?shared.cfg.node.layer,
+            id = %me.short(),
+            listen = %shared.cfg.node.listen,
+            "relay starting"
+        );
+
+        // Metrics endpoint.
+        let mut tasks = JoinSet::new();
+        if let Some(addr) = shared.cfg.node.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind { addr, source })?;
+            let m = metrics.clone();
+            let role = if shared.is_gateway() {
+                "gateway"
+            } else {
+                "mix"
+            };
+            let handler: http::Handler = Arc::new(move |r: http::Request| {
+                if r.method == "GET" && r.path == "/metrics" {
+                    http::Response::ok("text/plain; version=0.0.4", m.render(role))
+                } else {
+                    http::Response::error(404, "only GET /metrics")
+                }
+            });
+            tasks.spawn(http::serve(listener, handler, shutdown.clone()));
+            info!(%addr, "metrics at /metrics");
+        }
+
+        // Crypto pool.
+        let workers = match shared.cfg.node.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            n => n,
+        };
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(8192);
+        let (sched_tx, sched_rx) = mpsc::channel::<(Timestamp, Duration, Scheduled)>(65_536);
+        let sphinx = Arc::new(SphinxNode::new(
+            shared.keys.sphinx,
+            Duration::from_secs(3600),
+        ));
+        let replay = Arc::new(Mutex::new(replay));
+        for i in 0..workers {
+            let rx = job_rx.clone();
+            let tx = sched_tx.clone();
+            let sh = shared.clone();
+            let sphinx = sphinx.clone();
+            let replay = replay.clone();
+            std::thread::Builder::new()
+                .name(format!("sphinx-{i}"))
+                .spawn(move || crypto_worker(sh, sphinx, replay, rx, tx))
+                .map_err(|source| NodeError::Io {
+                    path: "thread".into(),
+                    source,
+                })?;
+        }
+        drop(sched_tx);
+
+        // Directory: register and fetch before accepting traffic.
+        tasks.spawn(directory_task(shared.clone()));
+        // Scheduler.
+        let scheduler = tokio::spawn(scheduler(shared.clone(), sched_rx));
+        // Accept loop.
+        tasks.spawn(accept_loop(shared.clone(), job_tx));
+
+        // Wait for shutdown.
+        let mut sd = shutdown.clone();
+        while !*sd.borrow() {
+            if sd.changed().await.is_err() {
+                break;
+            }
+        }
+        info!("shutting down: no new connections, releasing queued packets");
+        endpoint.set_server_config(None);
+        let _ = scheduler.await;
+        // Close every link: the link tasks flush and finish their streams.
+        lock(&shared.links).clear();
+        let mut links = std::mem::take(&mut *lock(&shared.link_tasks));
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while links.join_next().await.is_some() {}
+        })
+        .await;
+        links.abort_all();
+        tasks.abort_all();
+        endpoint.close(code::SHUTDOWN.into(), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        info!(
+            out = metrics.packets_out.load(Ordering::Relaxed),
+            dropped_at_shutdown = metrics.dropped(Reason::Shutdown),
+            "stopped"
+        );
+        Ok(())
+    }
+}
+
+fn crypto_worker(
+    shared: Arc<Shared>,
+    sphinx: Arc<SphinxNode>,
+    replay: Arc<Mutex<ReplayFilter>>,
+    jobs: crossbeam_channel::Receiver<Job>,
+    sched: mpsc::Sender<(Timestamp, Duration, Scheduled)>,
+) {
+    while let Ok(job) = jobs.recv() {
+        let result = sphinx.process(&job.bytes, |tag| lock(&replay).check_and_insert(tag));
+        match result {
+            Ok(Processed::Forward {
+                next,
+                delay,
+                packet,
+            }) => {
+                if sched
+                    .blocking_send((job.arrival, delay, Scheduled { next, packet }))
+                    .is_err()
+                {
+                    shared.metrics.count_drop(Reason::Shutdown);
+                }
+            }
+            Ok(Processed::Deliver {
+                destination,
+                message,
+            }) => {
+                if shared.is_gateway() {
+                    deliver(&shared, destination, message);
+                } else {
+                    shared.metrics.count_drop(Reason::UnexpectedFinalHop);
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "packet dropped");
+                shared.metrics.count_drop(Reason::from_error(&e));
+            }
+        }
+    }
+}
+
+/// Hand a message to its connected client, or keep it in the mailbox.
+fn deliver(shared: &Shared, client: ClientId, msg: Vec<u8>) {
+    let msg = match lock(&shared.sessions).get(&client) {
+        Some((_, tx)) => match tx.try_send(msg) {
+            Ok(()) => {
+                shared.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => m,
+        },
+        None => msg,
+    };
+    let mut mb = lock(&shared.mailbox);
+    match mb.push(shared.now(), client, msg) {
+        Ok(()) => {
+            shared.metrics.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => shared.metrics.count_drop(Reason::MailboxFull),
+    }
+    shared.metrics.mailbox_messages.set(mb.len() as i64);
+}
+
+async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Timestamp, Duration, Scheduled)>) {
+    let mut queue: MixQueue<Scheduled> = MixQueue::new(shared.cfg.mixing.queue_capacity);
+    let mut shutdown = shared.shutdown.clone();
+    let mut drain_until: Option<Instant> = None;
+    let grace = Duration::from_millis(shared.cfg.mixing.shutdown_grace_ms);
+    loop {
+        let wake = queue.poll_timeout().map(|t| shared.instant(t));
+        tokio::select! {
+            item = rx.recv() => match item {
+                Some((arrival, delay, s)) => {
+                    if queue.push(arrival, s, delay).is_err() {
+                        shared.metrics.count_drop(Reason::QueueFull);
+                    }
+                }
+                None => if queue.is_empty() { break },
+            },
+            _ = sleep_until_opt(wake) => {}
+            r = shutdown.changed(), if drain_until.is_none() => {
+                if r.is_err() || *shutdown.borrow() {
+                    drain_until = Some(Instant::now() + grace);
+                }
+            }
+            _ = sleep_until_opt(drain_until) => {}
+        }
+        let now = shared.now();
+        while let Some((_, s)) = queue.pop_ready(now) {
+            dispatch(&shared, s);
+        }
+        shared.metrics.queue_depth.set(queue.len() as i64);
+        if let Some(deadline) = drain_until {
+            if queue.is_empty() || Instant::now() >= deadline {
+                let left = queue.drain().count();
+                for _ in 0..left {
+                    shared.metrics.count_drop(Reason::Shutdown);
+                }
+                shared.metrics.queue_depth.set(0);
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Send a released packet on its next hop's link, creating the link on first use.
+fn dispatch(shared: &Arc<Shared>, s: Scheduled) {
+    let mut links = lock(&shared.links);
+    let tx = match links.get(&s.next) {
+        Some(tx) => tx.clone(),
+        None => {
+            let known = shared.topology().is_some_and(|t| t.node(&s.next).is_some());
+            if !known || s.next == shared.me {
+                shared.metrics.count_drop(Reason::UnknownNextHop);
+                return;
+            }
+            let (tx, rx) = mpsc::channel(shared.cfg.mixing.link_queue);
+            links.insert(s.next, tx.clone());
+            lock(&shared.link_tasks).spawn(link_task(shared.clone(), s.next, rx));
+            tx
+        }
+    };
+    drop(links);
+    if tx.try_send(s.packet).is_err() {
+        shared.metrics.count_drop(Reason::LinkFull);
+    }
+}
+
+/// One long-lived link to a next hop: connect (pinned to its certificate), write batches of
+/// frames on one stream, reconnect with backoff on failure. Ends when its channel closes.
+async fn link_task(shared: Arc<Shared>, peer: NodeId, mut rx: mpsc::Receiver<Packet>) {
+    let mut backoff = Duration::from_millis(50);
+    let mut batch: Vec<Packet> = Vec::with_capacity(64);
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * (PACKET_SIZE + 4));
+    let who = Sensitive::new(peer.short());
+    loop {
+        let target = shared
+            .topology()
+            .and_then(|t| t.node(&peer).map(|n| (n.address, n.tls_cert)));
+        let conn = match target {
+            Some((addr, cert)) => {
+                tls::connect(&shared.endpoint, &shared.keys.tls, addr, cert).await
+            }
+            None => Err(NetError::Directory("next hop left the topology".into())),
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(peer = %who, error = %e, "link connect failed");
+                if rx.is_closed() && rx.is_empty() && batch.is_empty() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        let mut send = match conn.open_uni().await {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        shared.metrics.links_up.add(1);
+        debug!(peer = %who, "link up");
+        backoff = Duration::from_millis(50);
+        let closed = loop {
+            if batch.is_empty() && rx.recv_many(&mut batch, 64).await == 0 {
+                break true;
+            }
+            buf.clear();
+            for p in &batch {
+                if push_frame(&mut buf, FrameKind::Packet, p.as_bytes()).is_err() {
+                    shared.metrics.count_drop(Reason::Malformed);
+                }
+            }
+            if send.write_all(&buf).await.is_err() {
+                // Keep the batch: it is sent again on the next connection.
+                break false;
+            }
+            shared
+                .metrics
+                .packets_out
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            batch.clear();
+        };
+        shared.metrics.links_up.add(-1);
+        if closed {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+            conn.close(code::SHUTDOWN.into(), b"link closed");
+            return;
+        }
+        debug!(peer = %who, "link lost, reconnecting");
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, jobs: crossbeam_channel::Sender<Job>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        if shared.shutting_down() {
+            incoming.refuse();
+            continue;
+        }
+        let sh = shared.clone();
+        let jobs = jobs.clone();
+        tokio::spawn(async move {
+            let remote = Sensitive::new(incoming.remote_address());
+            match incoming.await {
+                Ok(conn) => serve_connection(sh, conn, jobs).await,
+                Err(e) => debug!(peer = %remote, error = %e, "handshake failed"),
+            }
+        });
+    }
+}
+
+async fn identify(shared: &Shared, cert: Key32) -> Option<Peer> {
+    let known = |t: Option<Arc<Topology>>| t.and_then(|t| t.node_by_cert(&cert).map(|n| n.id));
+    if let Some(id) = known(shared.topology()) {
+        return Some(Peer::Node(id));
+    }
+    if shared.is_gateway() {
+        return Some(Peer::Client(ClientId(cert)));
+    }
+    // A mix only talks to relays; the peer may have joined after our last fetch. Look
+    // again, at most once a second whatever unknown peers do.
+    let now_ms = shared.origin.elapsed().as_millis() as u64;
+    let last = shared.last_fetch_ms.load(Ordering::Relaxed);
+    if now_ms.saturating_sub(last) >= 1000
+        && shared
+            .last_fetch_ms
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        if let Ok(t) = shared.directory.fetch().await {
+            shared.set_topology(t);
+        }
+    }
+    known(shared.topology()).map(Peer::Node)
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    jobs: crossbeam_channel::Sender<Job>,
+) {
+    let remote: Sensitive<SocketAddr> = Sensitive::new(conn.remote_address());
+    let Some(cert) = peer_cert_hash(&conn) else {
+        conn.close(code::UNKNOWN_PEER.into(), b"no certificate");
+        return;
+    };
+    let Some(peer) = identify(&shared, cert).await else {
+        shared
+            .metrics
+            .connections_refused
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(peer = %remote, "refused a connection from an unknown relay");
+        conn.close(code::UNKNOWN_PEER.into(), b"unknown peer");
+        return;
+    };
+    let is_client = matches!(peer, Peer::Client(_));
+    if is_client {
+        shared.metrics.clients_connected.add(1);
+    }
+    match peer {
+        Peer::Node(id) => debug!(relay = %Sensitive::new(id.short()), "relay connection up"),
+        Peer::Client(_) => debug!(peer = %remote, "client connection up"),
+    }
+    let mut shutdown = shared.shutdown.clone();
+    let mut readers = JoinSet::new();
+    loop {
+        tokio::select! {
+            s = conn.accept_uni() => match s {
+                Ok(recv) => {
+                    readers.spawn(read_stream(shared.clone(), conn.clone(), peer, recv, jobs.clone()));
+                }
+                Err(_) => break,
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    readers.abort_all();
+    if let Peer::Client(id) = peer {
+        shared.metrics.clients_connected.add(-1);
+        // Forget the session if it is still this connection's.
+        let mut sessions = lock(&shared.sessions);
+        if sessions.get(&id).is_some_and(|(_, tx)| tx.is_closed()) {
+            sessions.remove(&id);
+        }
+    }
+    debug!(peer = %remote, "connection closed");
+}
+
+async fn read_stream(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    peer: Peer,
+    mut recv: quinn::RecvStream,
+    jobs: crossbeam_channel::Sender<Job>,
+) {
+    let mut body = Vec::with_capacity(PACKET_SIZE);
+    loop {
+        match read_frame(&mut recv, &mut body).await {
+            Ok(ReadOutcome::Frame(FrameKind::Packet)) => {
+                shared.metrics.packet_in();
+                let bytes = std::mem::replace(&mut body, Vec::with_capacity(PACKET_SIZE));
+                let job = Job {
+                    arrival: shared.now(),
+                    bytes,
+                };
+                if jobs.try_send(job).is_err() {
+                    shared.metrics.count_drop(Reason::Overload);
+                }
+            }
+            Ok(ReadOutcome::Frame(FrameKind::Subscribe)) => match peer {
+                Peer::Client(id) if shared.is_gateway() => subscribe(&shared, &conn, id),
+                _ => {
+                    shared.metrics.count_drop(Reason::BadFrame);
+                    let _ = recv.stop(code::BAD_FRAME.into());
+                    return;
+                }
+            },
+            Ok(ReadOutcome::Frame(FrameKind::Message)) => {
+                shared.metrics.count_drop(Reason::BadFrame);
+                let _ = recv.stop(code::BAD_FRAME.into());
+                return;
+            }
+            Ok(ReadOutcome::End) => return,
+            Err(NetError::Frame(e)) => {
+                debug!(error = %e, "bad frame; closing the stream");
+                shared.metrics.count_drop(Reason::BadFrame);
+                let _ = recv.stop(code::BAD_FRAME.into());
+                return;
+            }
+            Err(NetError::Read(quinn::ReadExactError::FinishedEarly(_))) => {
+                shared.metrics.count_drop(Reason::Truncated);
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// A client asked for its messages on this connection: register the session, then send the
+/// mailbox and everything that arrives while it stays connected.
+fn subscribe(shared: &Arc<Shared>, conn: &quinn::Connection, client: ClientId) {
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(1024);
+    let seq = shared.session_seq.fetch_add(1, Ordering::Relaxed);
+    lock(&shared.sessions).insert(client, (seq, tx));
+    tokio::spawn(session_writer(
+        shared.clone(),
+        conn.clone(),
+        client,
+        seq,
+        rx,
+    ));
+}
+
+async fn session_writer(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    client: ClientId,
+    seq: u64,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    let requeue = |msgs: Vec<Vec<u8>>| {
+        let mut mb = lock(&shared.mailbox);
+        for m in msgs {
+            if mb.push(shared.now(), client, m).is_err() {
+                shared.metrics.count_drop(Reason::MailboxFull);
+            }
+        }
+        shared.metrics.mailbox_messages.set(mb.len() as i64);
+    };
+    let backlog = {
+        let mut mb = lock(&shared.mailbox);
+        let b = mb.take(shared.now(), &client);
+        shared.metrics.mailbox_messages.set(mb.len() as i64);
+        b
+    };
+    let mut send = match conn.open_uni().await {
+        Ok(s) => s,
+        Err(_) => {
+            requeue(backlog);
+            return;
+        }
+    };
+    let mut pending = backlog.into_iter();
+    let failed = loop {
+        let msg = match pending.next() {
+            Some(m) => m,
+            None => match rx.recv().await {
+                Some(m) => m,
+                None => break None,
+            },
+        };
+        if write_frame(&mut send, FrameKind::Message, &msg)
+            .await
+            .is_err()
+        {
+            break Some(msg);
+        }
+    };
+    // The client went away: whatever was not written waits in the mailbox.
+    {
+        let mut sessions = lock(&shared.sessions);
+        if sessions.get(&client).is_some_and(|(s, _)| *s == seq) {
+            sessions.remove(&client);
+        }
+    }
+    rx.close();
+    let mut rest: Vec<Vec<u8>> = failed.into_iter().chain(pending).collect();
+    while let Ok(m) = rx.try_recv() {
+        rest.push(m);
+    }
+    requeue(rest);
+}
+
+/// Register our descriptor and keep the topology fresh.
+async fn directory_task(shared: Arc<Shared>) {
+    let desc = shared.descriptor();
+    let signed = match SignedDescriptor::sign(&desc, &shared.keys.identity) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot sign our descriptor");
+            return;
+        }
+    };
+    let register_every = Duration::from_secs(shared.cfg.directory.register_secs);
+    let refresh_every = Duration::from_secs(shared.cfg.directory.refresh_secs);
+    let mut next_register = Instant::now();
+    let mut next_refresh = Instant::now();
+    let mut registered = false;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let now = Instant::now();
+        if now >= next_register {
+            match shared.directory.register(&signed).await {
+                Ok(()) => {
+                    if !registered {
+                        info!("registered with the directory");
+                    }
+                    registered = true;
+                    next_register = now + register_every;
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    warn!(error = %e, "directory registration failed; retrying");
+                    next_register = now + backoff;
+                    backoff = (backoff * 2).min(register_every);
+                }
+            }
+        }
+        if now >= next_refresh {
+            match shared.directory.fetch().await {
+                Ok(t) => {
+                    let first = shared.topology().is_none();
+                    if first {
+                        info!(
+                            nodes = t.nodes().len(),
+                            epoch = t.epoch(),
+                            "topology loaded"
+                        );
+                    }
+                    shared.set_topology(t);
+                    next_refresh = now
+                        + if first {
+                            Duration::from_secs(1)
+                        } else {
+                            refresh_every
+                        };
+                }
+                Err(e) => {
+                    warn!(error = %e, "topology fetch failed; retrying");
+                    next_refresh = now + Duration::from_secs(1);
+                }
+            }
+        }
+        let wake = next_register.min(next_refresh);
+        let mut sd = shared.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = sd.changed() => return,
+        }
+    }
+}
