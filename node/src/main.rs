@@ -30,6 +30,7 @@ enum RoleArg {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Cmd {
     /// Create a node directory with node.toml and fresh keys (files 0600).
     Init {

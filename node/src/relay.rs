@@ -58,6 +58,9 @@ enum Peer {
     Client(ClientId),
 }
 
+/// A subscribed client: a sequence number (to tell connections apart) and its queue.
+type Session = (u64, mpsc::Sender<Vec<u8>>);
+
 struct Shared {
     cfg: NodeConfig,
     me: NodeId,
@@ -69,7 +72,7 @@ struct Shared {
     endpoint: quinn::Endpoint,
     links: Mutex<HashMap<NodeId, mpsc::Sender<Packet>>>,
     link_tasks: Mutex<JoinSet<()>>,
-    sessions: Mutex<HashMap<ClientId, (u64, mpsc::Sender<Vec<u8>>)>>,
+    sessions: Mutex<HashMap<ClientId, Session>>,
     session_seq: std::sync::atomic::AtomicU64,
     mailbox: Mutex<Mailbox>,
     shutdown: watch::Receiver<bool>,
@@ -398,15 +401,15 @@ async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Timestamp, Durat
             dispatch(&shared, s);
         }
         shared.metrics.queue_depth.set(queue.len() as i64);
-        if let Some(deadline) = drain_until {
-            if queue.is_empty() || Instant::now() >= deadline {
-                let left = queue.drain().count();
-                for _ in 0..left {
-                    shared.metrics.count_drop(Reason::Shutdown);
-                }
-                shared.metrics.queue_depth.set(0);
-                return;
+        if let Some(deadline) = drain_until
+            && (queue.is_empty() || Instant::now() >= deadline)
+        {
+            let left = queue.drain().count();
+            for _ in 0..left {
+                shared.metrics.count_drop(Reason::Shutdown);
             }
+            shared.metrics.queue_depth.set(0);
+            return;
         }
     }
 }
@@ -543,10 +546,9 @@ async fn identify(shared: &Shared, cert: Key32) -> Option<Peer> {
             .last_fetch_ms
             .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
+        && let Ok(t) = shared.directory.fetch().await
     {
-        if let Ok(t) = shared.directory.fetch().await {
-            shared.set_topology(t);
-        }
+        shared.set_topology(t);
     }
     known(shared.topology()).map(Peer::Node)
 }
