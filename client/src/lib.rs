@@ -1,1 +1,296 @@
+#![doc = include_str!("../README.md")]
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lethe_net::directory::DirectoryClient;
+use lethe_net::link::{ReadOutcome, read_frame, write_frame};
+use lethe_net::{NetError, TlsIdentity, tls};
+use lethe_proto::packet::{MAX_MESSAGE_LEN, build_packet};
+use lethe_proto::{ClientAddress, ClientId, FrameKind, Key32, NodeId, Packet, Topology};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, mpsc};
+
+/// File name of the client's configuration inside its directory.
+pub const CONFIG_FILE: &str = "client.toml";
+
+/// Everything that can go wrong in the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Proto(#[from] lethe_proto::Error),
+    #[error("{path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("{0} already exists; refusing to overwrite an existing client")]
+    AlreadyInitialised(PathBuf),
+    #[error("no gateway chosen yet: run `lethe-client init` with --directory, or pass --gateway")]
+    NoGateway,
+    #[error("no directory configured: pass --directory URL and --authority-key HEX")]
+    NoDirectory,
+    #[error("gateway {0} is not in the topology")]
+    GatewayGone(String),
+    #[error("message of {got} bytes is larger than one packet's {max}")]
+    TooLong { got: usize, max: usize },
+    #[error("connection to the gateway is closed")]
+    Closed,
+}
+
+/// `client.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Directory authority URL.
+    #[serde(default)]
+    pub directory: String,
+    /// Hex Ed25519 keys of the authorities.
+    #[serde(default)]
+    pub authority_keys: Vec<String>,
+    /// Signatures a topology document needs (default 1).
+    #[serde(default = "one")]
+    pub threshold: usize,
+    /// The client's gateway (hex node id): its entry, and the exit of messages to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn config_err(path: &Path, reason: impl Into<String>) -> ClientError {
+    ClientError::Config {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+impl ClientConfig {
+    /// Read `client.toml` in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, ClientError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| config_err(&path, e.to_string()))?;
+        toml::from_str(&text).map_err(|e| config_err(&path, e.to_string()))
+    }
+
+    /// Write `client.toml` in `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), ClientError> {
+        let path = dir.join(CONFIG_FILE);
+        let text = toml::to_string_pretty(self).map_err(|e| config_err(&path, e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| config_err(&path, e.to_string()))
+    }
+
+    fn directory_client(&self) -> Result<DirectoryClient, ClientError> {
+        if self.directory.is_empty() || self.authority_keys.is_empty() {
+            return Err(ClientError::NoDirectory);
+        }
+        let authorities = self
+            .authority_keys
+            .iter()
+            .map(|k| Key32::parse_hex(k, "authority key"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DirectoryClient {
+            url: self.directory.clone(),
+            authorities,
+            threshold: self.threshold,
+        })
+    }
+
+    fn gateway(&self) -> Result<NodeId, ClientError> {
+        Ok(self.gateway.as_deref().ok_or(ClientError::NoGateway)?.parse()?)
+    }
+}
+
+/// Create a client directory: TLS identity (its hash is the client's id) and `client.toml`.
+/// With a directory and no `gateway`, a gateway is chosen at random from the topology.
+pub async fn init(dir: &Path, mut cfg: ClientConfig) -> Result<ClientAddress, ClientError> {
+    let path = dir.join(CONFIG_FILE);
+    if path.exists() {
+        return Err(ClientError::AlreadyInitialised(path));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| config_err(dir, e.to_string()))?;
+    if cfg.gateway.is_none() {
+        let topology = cfg.directory_client()?.fetch().await?;
+        let gateways: Vec<NodeId> = topology.gateways().map(|g| g.id).collect();
+        if gateways.is_empty() {
+            return Err(lethe_proto::Error::NoRoute {
+                what: "gateway".into(),
+            }
+            .into());
+        }
+        let pick = gateways[(rand::rng().next_u64() % gateways.len() as u64) as usize];
+        cfg.gateway = Some(pick.to_string());
+    }
+    let gateway = cfg.gateway()?;
+    let id = TlsIdentity::generate()?;
+    id.save(dir)?;
+    cfg.save(dir)?;
+    Ok(ClientAddress {
+        client: ClientId(id.cert_hash()),
+        gateway,
+    })
+}
+
+/// The address others send to, from a client directory.
+pub fn address(dir: &Path) -> Result<ClientAddress, ClientError> {
+    let cfg = ClientConfig::load(dir)?;
+    let id = TlsIdentity::load(dir)?;
+    Ok(ClientAddress {
+        client: ClientId(id.cert_hash()),
+        gateway: cfg.gateway()?,
+    })
+}
+
+/// How to connect.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    /// Override the directory URL of `client.toml`.
+    pub directory: Option<String>,
+    /// Override the authority keys of `client.toml`.
+    pub authority_keys: Vec<String>,
+    /// Local address of the QUIC endpoint (default `0.0.0.0:0`).
+    pub bind: Option<SocketAddr>,
+}
+
+/// A packet ready to go, with the delays it asks for.
+pub struct Outgoing {
+    /// The packet.
+    pub packet: Packet,
+    /// Sum of the per-hop delays: the least time it takes to arrive.
+    pub total_delay: Duration,
+}
+
+/// A client connected to its gateway.
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    topology: Arc<Topology>,
+    address: ClientAddress,
+    send: Mutex<quinn::SendStream>,
+    incoming: Mutex<mpsc::Receiver<Vec<u8>>>,
+}
+
+impl Client {
+    /// Load the client in `dir`, fetch the topology, connect to the gateway (pinned).
+    pub async fn connect(dir: &Path, opts: ConnectOptions) -> Result<Client, ClientError> {
+        let mut cfg = ClientConfig::load(dir)?;
+        if let Some(d) = opts.directory {
+            cfg.directory = d;
+        }
+        if !opts.authority_keys.is_empty() {
+            cfg.authority_keys = opts.authority_keys;
+        }
+        let topology = Arc::new(cfg.directory_client()?.fetch().await?);
+        let id = TlsIdentity::load(dir)?;
+        let gateway = cfg.gateway()?;
+        let gw = topology
+            .node(&gateway)
+            .ok_or_else(|| ClientError::GatewayGone(gateway.short()))?;
+        let bind = opts.bind.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let endpoint = quinn::Endpoint::client(bind).map_err(NetError::Io)?;
+        let conn = tls::connect(&endpoint, &id, gw.address, gw.tls_cert).await?;
+        let send = conn.open_uni().await.map_err(NetError::Connection)?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(receive_loop(conn.clone(), tx));
+        Ok(Client {
+            endpoint,
+            conn,
+            topology,
+            address: ClientAddress {
+                client: ClientId(id.cert_hash()),
+                gateway,
+            },
+            send: Mutex::new(send),
+            incoming: Mutex::new(rx),
+        })
+    }
+
+    /// This client's address.
+    pub fn address(&self) -> ClientAddress {
+        self.address
+    }
+
+    /// The topology fetched at connect.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Wrap `msg` for `to`: route entry gateway (ours), a mix of each layer, the recipient's
+    /// gateway; exponential delays at the mixes with the network's mean.
+    pub fn build(&self, to: &ClientAddress, msg: &[u8]) -> Result<Outgoing, ClientError> {
+        if msg.len() > MAX_MESSAGE_LEN {
+            return Err(ClientError::TooLong {
+                got: msg.len(),
+                max: MAX_MESSAGE_LEN,
+            });
+        }
+        let mut rng = rand::rng();
+        let route = self
+            .topology
+            .choose_route(&mut rng, &self.address.gateway, &to.gateway)?;
+        let delays = self.topology.route_delays(&mut rng, route.len());
+        let packet = build_packet(&mut rng, &route, to.client, &delays, msg)?;
+        Ok(Outgoing {
+            packet,
+            total_delay: delays.iter().sum(),
+        })
+    }
+
+    /// Put one packet on the link to the gateway.
+    pub async fn send_packet(&self, packet: &Packet) -> Result<(), ClientError> {
+        let mut s = self.send.lock().await;
+        write_frame(&mut s, FrameKind::Packet, packet.as_bytes()).await?;
+        Ok(())
+    }
+
+    /// Build and send; returns the sum of the hop delays.
+    pub async fn send(&self, to: &ClientAddress, msg: &[u8]) -> Result<Duration, ClientError> {
+        let out = self.build(to, msg)?;
+        self.send_packet(&out.packet).await?;
+        Ok(out.total_delay)
+    }
+
+    /// Ask the gateway to deliver our messages (those waiting, then new ones) on this
+    /// connection.
+    pub async fn subscribe(&self) -> Result<(), ClientError> {
+        let mut s = self.send.lock().await;
+        write_frame(&mut s, FrameKind::Subscribe, &[]).await?;
+        Ok(())
+    }
+
+    /// The next delivered message, or `None` after `timeout` or when the connection closed.
+    pub async fn recv_timeout(&self, timeout: Duration) -> Option<Vec<u8>> {
+        let mut rx = self.incoming.lock().await;
+        tokio::time::timeout(timeout, rx.recv()).await.ok().flatten()
+    }
+
+    /// Finish the link (waiting until the gateway acknowledged every byte) and close.
+    pub async fn close(self) {
+        {
+            let mut s = self.send.lock().await;
+            if s.finish().is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.stopped()).await;
+            }
+        }
+        self.conn.close(0u32.into(), b"bye");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn receive_loop(conn: quinn::Connection, tx: mpsc::Sender<Vec<u8>>) {
+    while let Ok(mut recv) = conn.accept_uni().await {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut body = Vec::new();
+            while let Ok(ReadOutcome::Frame(FrameKind::Message)) = read_frame(&mut recv, &mut body).await {
+                if tx.send(std::mem::take(&mut body)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}

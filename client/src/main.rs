@@ -1,1 +1,197 @@
-fn main() {}
+//! `lethe-client`: keys, address, send and receive through a Lethe mixnet.
+#![allow(clippy::print_stdout)]
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use lethe_client::{Client, ClientConfig, ConnectOptions};
+use lethe_proto::ClientAddress;
+use lethe_proto::packet::MAX_MESSAGE_LEN;
+
+#[derive(Parser)]
+#[command(name = "lethe-client", version, about = "Send and receive through a Lethe mixnet")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Net {
+    /// The client's directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Directory authority URL (overrides client.toml).
+    #[arg(long)]
+    directory: Option<String>,
+    /// Authority key in hex, repeatable (overrides client.toml).
+    #[arg(long = "authority-key")]
+    authority_keys: Vec<String>,
+    /// Local address of the QUIC endpoint.
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+}
+
+impl Net {
+    fn options(&self) -> ConnectOptions {
+        ConnectOptions {
+            directory: self.directory.clone(),
+            authority_keys: self.authority_keys.clone(),
+            bind: self.bind,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a client directory: TLS identity and client.toml; picks a gateway.
+    Init {
+        #[command(flatten)]
+        net: Net,
+        /// Use this gateway (hex node id) instead of a random one.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Authority signatures a topology document needs.
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
+    },
+    /// Print the address others send to (CLIENT@GATEWAY).
+    Address {
+        /// The client's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Send the message on standard input (up to one packet's payload) to ADDRESS.
+    Send {
+        #[command(flatten)]
+        net: Net,
+        /// Recipient address, as printed by `lethe-client address`.
+        #[arg(long)]
+        to: String,
+    },
+    /// Receive messages into OUT, one file per message.
+    Receive {
+        #[command(flatten)]
+        net: Net,
+        /// Where to write messages.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cli.cmd))
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Init {
+            net,
+            gateway,
+            threshold,
+        } => {
+            let cfg = ClientConfig {
+                directory: net.directory.clone().unwrap_or_default(),
+                authority_keys: net.authority_keys.clone(),
+                threshold,
+                gateway,
+            };
+            let addr = lethe_client::init(&net.dir, cfg).await?;
+            println!("{addr}");
+        }
+        Cmd::Address { dir } => println!("{}", lethe_client::address(&dir)?),
+        Cmd::Send { net, to } => {
+            let to: ClientAddress = to.parse().context("--to")?;
+            let mut msg = Vec::new();
+            std::io::stdin()
+                .take(MAX_MESSAGE_LEN as u64 + 1)
+                .read_to_end(&mut msg)?;
+            if msg.len() > MAX_MESSAGE_LEN {
+                bail!("message is longer than one packet's {MAX_MESSAGE_LEN} bytes");
+            }
+            let client = Client::connect(&net.dir, net.options()).await?;
+            let delay = client.send(&to, &msg).await?;
+            client.close().await;
+            eprintln!(
+                "sent {} bytes; hop delays add up to {} ms",
+                msg.len(),
+                delay.as_millis()
+            );
+        }
+        Cmd::Receive {
+            net,
+            out_dir,
+            count,
+            timeout,
+        } => {
+            std::fs::create_dir_all(&out_dir)
+                .with_context(|| format!("creating {}", out_dir.display()))?;
+            let client = Client::connect(&net.dir, net.options()).await?;
+            client.subscribe().await?;
+            let deadline = timeout.map(|s| Instant::now() + Duration::from_secs(s));
+            let mut got = 0usize;
+            while count.is_none_or(|c| got < c) {
+                let wait = match deadline {
+                    Some(d) => d.saturating_duration_since(Instant::now()),
+                    None => Duration::from_secs(3600),
+                };
+                if wait.is_zero() {
+                    break;
+                }
+                let Some(msg) = client.recv_timeout(wait).await else {
+                    if deadline.is_some() {
+                        break;
+                    }
+                    continue;
+                };
+                let path = write_message(&out_dir, &msg)?;
+                println!("{}", path.display());
+                got += 1;
+            }
+            client.close().await;
+            eprintln!("received {got} messages");
+            if let Some(c) = count {
+                if got < c {
+                    bail!("timed out after {got} of {c} messages");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write `msg` to the first free `message-NNNNNN` in `dir`.
+fn write_message(dir: &Path, msg: &[u8]) -> anyhow::Result<PathBuf> {
+    for i in 1.. {
+        let p = dir.join(format!("message-{i:06}"));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(mut f) => {
+                std::io::Write::write_all(&mut f, msg)?;
+                return Ok(p);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| p.display().to_string()),
+        }
+    }
+    unreachable!()
+}

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# A complete Lethe mixnet on this machine's loopback addresses.
+#
+#   scripts/localnet.sh                 build (release), start, send a message across, show
+#                                       what every relay did, run until Ctrl-C, clean up
+#   scripts/localnet.sh start --dir D   start detached; writes D/localnet.json
+#   scripts/localnet.sh stop --dir D    stop exactly the processes started in D
+#
+# Topology: 1 directory authority, 2 gateways, 2 mixes in each of 3 layers, each node on its
+# own address PREFIX.N (default PREFIX 127.0.0): authority .10 (HTTP :8000), gateways .11
+# and .12, mixes .21 .22 (layer 1), .31 .32 (layer 2), .41 .42 (layer 3); QUIC on :9000,
+# metrics on :9100.
+#
+# Environment:
+#   LETHE_BIN_DIR       use the lethe-node/lethe-client binaries in this directory (no build)
+#   LETHE_PREFIX        first three octets of the addresses (default 127.0.0)
+#   LETHE_MEAN_DELAY_MS mean per-hop mixing delay (default 20)
+#   LETHE_MAX_DELAY_MS  largest per-hop delay relays accept (default 1000)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PREFIX=${LETHE_PREFIX:-127.0.0}
+MEAN=${LETHE_MEAN_DELAY_MS:-20}
+MAX=${LETHE_MAX_DELAY_MS:-1000}
+AUTH_ADDR="$PREFIX.10:8000"
+DIRECTORY="http://$AUTH_ADDR"
+# name role layer host-octet
+NODES=(
+  "gateway-1 gateway 0 11"
+  "gateway-2 gateway 0 12"
+  "mix-1a mix 1 21"
+  "mix-1b mix 1 22"
+  "mix-2a mix 2 31"
+  "mix-2b mix 2 32"
+  "mix-3a mix 3 41"
+  "mix-3b mix 3 42"
+)
+
+die() { echo "localnet: $*" >&2; exit 1; }
+
+bins() {
+  if [ -n "${LETHE_BIN_DIR:-}" ]; then
+    BIN=$LETHE_BIN_DIR
+  else
+    echo "localnet: building release binaries (first time takes a few minutes)..." >&2
+    (cd "$ROOT" && cargo build --release --quiet -p lethe-node -p lethe-client) || die "build failed"
+    BIN=$ROOT/target/release
+  fi
+  [ -x "$BIN/lethe-node" ] || die "no lethe-node in $BIN"
+}
+
+# http_get HOST PORT PATH: body of a GET, with bash's /dev/tcp (no curl needed).
+http_get() {
+  local resp
+  resp=$(timeout 3 bash -c "exec 3<>/dev/tcp/$1/$2 && printf 'GET $3 HTTP/1.1\r\nHost: $1\r\nConnection: close\r\n\r\n' >&3 && cat <&3" 2>/dev/null) || return 1
+  printf '%s' "${resp#*$'\r\n\r\n'}"
+}
+
+metric() { # metric HOST NAME -> value
+  http_get "$1" 9100 /metrics | awk -v n="$2" '$1 == n { print $2 }'
+}
+
+start() {
+  local dir=$1
+  [ -e "$dir/localnet.json" ] && die "$dir already holds a network; stop it first"
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  bins
+  : > "$dir/pids"
+  local key
+  key=$("$BIN/lethe-node" init --dir "$dir/authority" --role authority --listen "$AUTH_ADDR" \
+    --network localnet --mean-delay-ms "$MEAN" --max-delay-ms "$MAX" 2>/dev/null) \
+    || die "authority init failed"
+  "$BIN/lethe-node" run --dir "$dir/authority" >> "$dir/authority/node.log" 2>&1 &
+  echo "$! authority" >> "$dir/pids"
+  local json_nodes="" sep=""
+  json_nodes+="    {\"name\": \"authority\", \"role\": \"authority\", \"layer\": null, \"listen\": \"$AUTH_ADDR\", \"metrics\": null, \"pid\": $!, \"log\": \"$dir/authority/node.log\", \"dir\": \"$dir/authority\", \"id\": \"$key\"}"
+  sep=",\n"
+  for spec in "${NODES[@]}"; do
+    read -r name role layer octet <<< "$spec"
+    local host="$PREFIX.$octet" layer_arg=() id
+    [ "$layer" != 0 ] && layer_arg=(--layer "$layer")
+    id=$("$BIN/lethe-node" init --dir "$dir/$name" --role "$role" "${layer_arg[@]}" \
+      --listen "$host:9000" --metrics "$host:9100" --directory "$DIRECTORY" \
+      --authority-key "$key" --refresh-secs 2 2>/dev/null) || die "init of $name failed"
+    "$BIN/lethe-node" run --dir "$dir/$name" >> "$dir/$name/node.log" 2>&1 &
+    echo "$! $name" >> "$dir/pids"
+    local layer_json=null
+    [ "$layer" != 0 ] && layer_json=$layer
+    json_nodes+="$sep    {\"name\": \"$name\", \"role\": \"$role\", \"layer\": $layer_json, \"listen\": \"$host:9000\", \"metrics\": \"$host:9100\", \"pid\": $!, \"log\": \"$dir/$name/node.log\", \"dir\": \"$dir/$name\", \"id\": \"$id\"}"
+  done
+  # Ready when every relay has loaded the full topology.
+  local want=${#NODES[@]} ready=0
+  for _ in $(seq 1 150); do
+    ready=0
+    for spec in "${NODES[@]}"; do
+      read -r name role layer octet <<< "$spec"
+      [ "$(metric "$PREFIX.$octet" lethe_topology_nodes)" = "$want" ] && ready=$((ready + 1))
+    done
+    [ "$ready" = "$want" ] && break
+    sleep 0.2
+  done
+  if [ "$ready" != "$want" ]; then
+    stop "$dir"
+    die "only $ready of $want relays saw the full topology in 30 s; see the logs in $dir"
+  fi
+  printf '{\n  "directory": "%s",\n  "authority_key": "%s",\n  "bin_dir": "%s",\n  "nodes": [\n%b\n  ]\n}\n' \
+    "$DIRECTORY" "$key" "$BIN" "$json_nodes" > "$dir/localnet.json"
+  echo "localnet: $want relays and a directory up; see $dir/localnet.json" >&2
+}
+
+stop() {
+  local dir=$1
+  [ -f "$dir/pids" ] || die "no network in $dir"
+  local pids=()
+  while read -r pid _; do pids+=("$pid"); done < "$dir/pids"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    local alive=0
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
+  rm -f "$dir/pids" "$dir/localnet.json"
+  echo "localnet: stopped" >&2
+}
+
+demo() {
+  local dir
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/lethe-localnet.XXXXXX")
+  bins
+  trap 'stop "$dir"; rm -rf "$dir"; exit 0' INT TERM
+  start "$dir"
+  local key
+  key=$("$BIN/lethe-node" id --dir "$dir/authority")
+  local common=(--directory "$DIRECTORY" --authority-key "$key")
+  local alice bob
+  alice=$("$BIN/lethe-client" init --dir "$dir/alice" "${common[@]}" --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-1")")
+  bob=$("$BIN/lethe-client" init --dir "$dir/bob" "${common[@]}" --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-2")")
+  echo
+  echo "alice: $alice"
+  echo "bob:   $bob"
+  "$BIN/lethe-client" receive --dir "$dir/bob" --out-dir "$dir/bob/inbox" --count 1 --timeout 30 \
+    --bind "$PREFIX.2:0" > /dev/null &
+  local receiver=$!
+  sleep 0.5
+  echo "hello bob, from alice, across five hops" |
+    "$BIN/lethe-client" send --dir "$dir/alice" --to "$bob" --bind "$PREFIX.1:0"
+  if wait "$receiver"; then
+    echo "bob received: $(cat "$dir/bob/inbox/message-000001")"
+  else
+    echo "bob received nothing (see logs in $dir)"
+  fi
+  echo
+  printf '%-10s %-8s %6s %12s %12s %10s\n' node role layer packets_in packets_out delivered
+  for spec in "${NODES[@]}"; do
+    read -r name role layer octet <<< "$spec"
+    local h="$PREFIX.$octet"
+    printf '%-10s %-8s %6s %12s %12s %10s\n' "$name" "$role" "${layer/0/-}" \
+      "$(metric "$h" lethe_packets_in_total)" "$(metric "$h" lethe_packets_out_total)" \
+      "$(metric "$h" lethe_messages_delivered_total)"
+  done
+  echo
+  echo "The network keeps running: directory $DIRECTORY, data and logs in $dir."
+  echo "Try: echo hi | $BIN/lethe-client send --dir $dir/alice --to $bob"
+  echo "Ctrl-C stops every node and removes $dir."
+  while true; do sleep 1; done
+}
+
+case "${1:-}" in
+  "") demo ;;
+  start|stop)
+    cmd=$1; shift
+    [ "${1:-}" = "--dir" ] && [ -n "${2:-}" ] || die "usage: $0 $cmd --dir D"
+    "$cmd" "$2"
+    ;;
+  *) die "usage: $0 [start --dir D | stop --dir D]" ;;
+esac
