@@ -287,7 +287,7 @@ impl Relay {
                 break;
             }
         }
-        info!("shutting down: no new connections, releasing queued packets");
+        info!("shutting down: no new connections; queued packets leave at their times");
         endpoint.set_server_config(None);
         let _ = scheduler.await;
         // Close every link: the link tasks flush and finish their streams.
@@ -580,18 +580,11 @@ async fn serve_connection(
         Peer::Node(id) => debug!(relay = %Sensitive::new(id.short()), "relay connection up"),
         Peer::Client(_) => debug!(peer = %remote, "client connection up"),
     }
-    let mut shutdown = shared.shutdown.clone();
+    // Streams are read until the connection closes, also during a shutdown's grace period:
+    // packets already on their way to us are still mixed and handed on.
     let mut readers = JoinSet::new();
-    loop {
-        tokio::select! {
-            s = conn.accept_uni() => match s {
-                Ok(recv) => {
-                    readers.spawn(read_stream(shared.clone(), conn.clone(), peer, recv, jobs.clone()));
-                }
-                Err(_) => break,
-            },
-            _ = shutdown.changed() => break,
-        }
+    while let Ok(recv) = conn.accept_uni().await {
+        readers.spawn(read_stream(shared.clone(), conn.clone(), peer, recv, jobs.clone()));
     }
     readers.abort_all();
     if let Peer::Client(id) = peer {

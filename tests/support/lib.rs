@@ -1,1 +1,241 @@
+//! Test support: a local Lethe network of real `lethe-node` processes on loopback, started
+//! with `scripts/localnet.sh` (so the script is tested too), plus helpers to read metrics,
+//! stop and restart nodes, and connect in-process clients.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use lethe_client::{Client, ClientConfig, ConnectOptions};
+
+/// The directory holding the workspace's binaries for this test run (`target/debug` or
+/// `target/release`), next to the test executable's `deps/`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    assert!(
+        dir.join("lethe-node").exists(),
+        "{} has no lethe-node: run the tests with `cargo test --workspace`",
+        dir.display()
+    );
+    dir
+}
+
+/// Root of the workspace.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One node of the network, from `localnet.json`.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub name: String,
+    pub role: String,
+    pub layer: Option<u64>,
+    pub listen: String,
+    pub metrics: Option<SocketAddr>,
+    pub pid: u32,
+    pub log: PathBuf,
+    pub dir: PathBuf,
+    pub id: String,
+}
+
+/// A running local network; stopped when dropped.
+pub struct LocalNet {
+    pub root: tempfile::TempDir,
+    pub prefix: String,
+    pub directory: String,
+    pub authority_key: String,
+    pub nodes: Vec<NodeInfo>,
+    /// Nodes restarted by the test (not known to the script's pid file).
+    children: HashMap<String, Child>,
+}
+
+impl LocalNet {
+    /// Start the network on `PREFIX.x` addresses with the given mean per-hop delay.
+    pub fn start(prefix: &str, mean_delay_ms: u64) -> Result<LocalNet> {
+        let root = tempfile::tempdir()?;
+        let dir = root.path().join("net");
+        let out = Command::new("bash")
+            .arg(workspace().join("scripts/localnet.sh"))
+            .args(["start", "--dir"])
+            .arg(&dir)
+            .env("LETHE_BIN_DIR", bin_dir())
+            .env("LETHE_PREFIX", prefix)
+            .env("LETHE_MEAN_DELAY_MS", mean_delay_ms.to_string())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "localnet.sh start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("localnet.json"))?)?;
+        let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+        let nodes = json["nodes"]
+            .as_array()
+            .context("nodes")?
+            .iter()
+            .map(|n| NodeInfo {
+                name: s(n, "name"),
+                role: s(n, "role"),
+                layer: n["layer"].as_u64(),
+                listen: s(n, "listen"),
+                metrics: n["metrics"].as_str().and_then(|m| m.parse().ok()),
+                pid: n["pid"].as_u64().unwrap_or(0) as u32,
+                log: s(n, "log").into(),
+                dir: s(n, "dir").into(),
+                id: s(n, "id"),
+            })
+            .collect();
+        Ok(LocalNet {
+            prefix: prefix.to_string(),
+            directory: s(&json, "directory"),
+            authority_key: s(&json, "authority_key"),
+            nodes,
+            root,
+            children: HashMap::new(),
+        })
+    }
+
+    /// A node by name (`gateway-1`, `mix-2a`, ...).
+    pub fn node(&self, name: &str) -> &NodeInfo {
+        self.nodes.iter().find(|n| n.name == name).unwrap()
+    }
+
+    /// The node's metrics as `name{labels} -> value`.
+    pub async fn metrics(&self, name: &str) -> Result<HashMap<String, f64>> {
+        let addr = self.node(name).metrics.context("no metrics")?;
+        let (status, body) =
+            lethe_net::http::request("GET", &format!("http://{addr}/metrics"), None).await?;
+        if status != 200 {
+            bail!("metrics answered {status}");
+        }
+        Ok(parse_metrics(&String::from_utf8_lossy(&body)))
+    }
+
+    /// One metric, 0 when absent.
+    pub async fn metric(&self, node: &str, name: &str) -> f64 {
+        self.metrics(node)
+            .await
+            .ok()
+            .and_then(|m| m.get(name).copied())
+            .unwrap_or(0.0)
+    }
+
+    /// Send SIGTERM to a node and wait (up to 15 s) for it to exit; returns its status when
+    /// it was a child of this test (restarted), else whether it exited.
+    pub fn stop_node(&mut self, name: &str) -> Result<Option<ExitStatus>> {
+        let pid = self.node(name).pid;
+        Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        if let Some(mut child) = self.children.remove(name) {
+            loop {
+                if let Some(st) = child.try_wait()? {
+                    return Ok(Some(st));
+                }
+                if Instant::now() > deadline {
+                    bail!("{name} did not stop within 15 s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        while Command::new("kill").args(["-0", &pid.to_string()]).stderr(Stdio::null()).status()?.success() {
+            if Instant::now() > deadline {
+                bail!("{name} did not stop within 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(None)
+    }
+
+    /// Start a stopped node again from its directory (same keys), logging to the same file.
+    pub fn start_node(&mut self, name: &str) -> Result<()> {
+        let info = self.node(name).clone();
+        let log = std::fs::OpenOptions::new().append(true).open(&info.log)?;
+        let child = Command::new(bin_dir().join("lethe-node"))
+            .args(["run", "--dir"])
+            .arg(&info.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let pid = child.id();
+        self.children.insert(name.to_string(), child);
+        if let Some(n) = self.nodes.iter_mut().find(|n| n.name == name) {
+            n.pid = pid;
+        }
+        Ok(())
+    }
+
+    /// Wait until `node`'s `metric` satisfies `ok`, for at most `timeout`.
+    pub async fn wait_metric(
+        &self,
+        node: &str,
+        metric: &str,
+        timeout: Duration,
+        ok: impl Fn(f64) -> bool,
+    ) -> Result<f64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.metric(node, metric).await;
+            if ok(v) {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                bail!("{node} {metric} = {v} after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Create a client whose home is `gateway`, and connect it from `bind`.
+    pub async fn client(&self, name: &str, gateway: &str, bind: &str) -> Result<Client> {
+        let dir = self.root.path().join("clients").join(name);
+        let cfg = ClientConfig {
+            directory: self.directory.clone(),
+            authority_keys: vec![self.authority_key.clone()],
+            threshold: 1,
+            gateway: Some(self.node(gateway).id.clone()),
+        };
+        lethe_client::init(&dir, cfg).await?;
+        Ok(Client::connect(
+            &dir,
+            ConnectOptions {
+                bind: Some(bind.parse()?),
+                ..Default::default()
+            },
+        )
+        .await?)
+    }
+}
+
+impl Drop for LocalNet {
+    fn drop(&mut self) {
+        for (_, mut c) in self.children.drain() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = c.wait();
+        }
+        let _ = Command::new("bash")
+            .arg(workspace().join("scripts/localnet.sh"))
+            .args(["stop", "--dir"])
+            .arg(self.root.path().join("net"))
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Parse Prometheus text into `name{labels} -> value`.
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}

@@ -1,0 +1,55 @@
+//! The `lethe-node` binary on bad input: it refuses, names the problem, and exits non-zero.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use lethe_tests::bin_dir;
+
+fn node(args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin_dir().join("lethe-node")).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_config_is_refused_with_the_field_named() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("n");
+    let dir_s = dir.to_str().unwrap();
+    let key = "ab".repeat(32);
+    let (ok, err) = node(&[
+        "init", "--dir", dir_s, "--role", "mix", "--layer", "1", "--listen", "127.0.0.1:1",
+        "--directory", "http://127.0.0.1:2", "--authority-key", &key,
+    ]);
+    assert!(ok, "{err}");
+    // init never overwrites a node
+    let (ok, err) = node(&[
+        "init", "--dir", dir_s, "--role", "mix", "--layer", "1", "--listen", "127.0.0.1:1",
+        "--directory", "http://127.0.0.1:2", "--authority-key", &key,
+    ]);
+    assert!(!ok && err.contains("refusing to overwrite"), "{err}");
+    // an invalid layer at init
+    let (ok, err) = node(&[
+        "init", "--dir", d.path().join("m").to_str().unwrap(), "--role", "mix", "--layer", "7",
+        "--listen", "127.0.0.1:1", "--directory", "http://127.0.0.1:2", "--authority-key", &key,
+    ]);
+    assert!(!ok && err.contains("node.layer"), "{err}");
+    // a config edited into nonsense
+    let cfg = dir.join("node.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("threshold = 1", "threshold = 3")).unwrap();
+    let (ok, err) = node(&["run", "--dir", dir_s]);
+    assert!(!ok && err.contains("directory.threshold"), "{err}");
+    std::fs::write(&cfg, format!("{text}\n[extra]\nx = 1\n")).unwrap();
+    let (ok, err) = node(&["run", "--dir", dir_s]);
+    assert!(!ok && err.contains("extra"), "{err}");
+    // a key file readable by others
+    std::fs::write(&cfg, &text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("identity.key"), std::fs::Permissions::from_mode(0o644))
+        .unwrap();
+    let (ok, err) = node(&["run", "--dir", dir_s]);
+    assert!(!ok && err.contains("chmod 600"), "{err}");
+}
