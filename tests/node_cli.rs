@@ -6,7 +6,10 @@ use std::process::Command;
 use lethe_tests::bin_dir;
 
 fn node(args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin_dir().join("lethe-node")).args(args).output().unwrap();
+    let out = Command::new(bin_dir().join("lethe-node"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -20,20 +23,53 @@ fn malformed_config_is_refused_with_the_field_named() {
     let dir_s = dir.to_str().unwrap();
     let key = "ab".repeat(32);
     let (ok, err) = node(&[
-        "init", "--dir", dir_s, "--role", "mix", "--layer", "1", "--listen", "127.0.0.1:1",
-        "--directory", "http://127.0.0.1:2", "--authority-key", &key,
+        "init",
+        "--dir",
+        dir_s,
+        "--role",
+        "mix",
+        "--layer",
+        "1",
+        "--listen",
+        "127.0.0.1:1",
+        "--directory",
+        "http://127.0.0.1:2",
+        "--authority-key",
+        &key,
     ]);
     assert!(ok, "{err}");
     // init never overwrites a node
     let (ok, err) = node(&[
-        "init", "--dir", dir_s, "--role", "mix", "--layer", "1", "--listen", "127.0.0.1:1",
-        "--directory", "http://127.0.0.1:2", "--authority-key", &key,
+        "init",
+        "--dir",
+        dir_s,
+        "--role",
+        "mix",
+        "--layer",
+        "1",
+        "--listen",
+        "127.0.0.1:1",
+        "--directory",
+        "http://127.0.0.1:2",
+        "--authority-key",
+        &key,
     ]);
     assert!(!ok && err.contains("refusing to overwrite"), "{err}");
     // an invalid layer at init
     let (ok, err) = node(&[
-        "init", "--dir", d.path().join("m").to_str().unwrap(), "--role", "mix", "--layer", "7",
-        "--listen", "127.0.0.1:1", "--directory", "http://127.0.0.1:2", "--authority-key", &key,
+        "init",
+        "--dir",
+        d.path().join("m").to_str().unwrap(),
+        "--role",
+        "mix",
+        "--layer",
+        "7",
+        "--listen",
+        "127.0.0.1:1",
+        "--directory",
+        "http://127.0.0.1:2",
+        "--authority-key",
+        &key,
     ]);
     assert!(!ok && err.contains("node.layer"), "{err}");
     // a config edited into nonsense
@@ -48,8 +84,11 @@ fn malformed_config_is_refused_with_the_field_named() {
     // a key file readable by others
     std::fs::write(&cfg, &text).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.join("identity.key"), std::fs::Permissions::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(
+        dir.join("identity.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     let (ok, err) = node(&["run", "--dir", dir_s]);
     assert!(!ok && err.contains("chmod 600"), "{err}");
 }

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use lethe_client::Client;
 use lethe_net::TlsIdentity;
 use lethe_net::link::write_frame;
@@ -14,6 +16,7 @@ use lethe_proto::{FrameKind, Key32};
 use lethe_tests::LocalNet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::task::JoinHandle;
 
 /// Message `i` from `from`: a unique prefix and a seeded random body of varying length.
 fn message(from: &str, i: usize) -> Vec<u8> {
@@ -44,70 +47,114 @@ async fn send_many(
     sent
 }
 
-/// Receive until every expected message came (or `timeout`); checks each is byte-exact,
-/// new, and arrived no sooner than its hop delays allow.
-async fn receive_all(
-    c: &Client,
-    expected: &HashMap<Vec<u8>, (Instant, Duration)>,
-    timeout: Duration,
-) -> usize {
-    let deadline = Instant::now() + timeout;
-    let mut got: HashMap<Vec<u8>, ()> = HashMap::new();
-    while got.len() < expected.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Some(m) = c.recv_timeout(left).await else {
-            break;
-        };
-        let now = Instant::now();
+/// Collect up to `n` messages as they arrive, with their arrival times, for at most
+/// `timeout`.
+fn collect(c: Arc<Client>, n: usize, timeout: Duration) -> JoinHandle<Vec<(Vec<u8>, Instant)>> {
+    tokio::spawn(async move {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(m) = c.recv_timeout(left).await else {
+                break;
+            };
+            got.push((m, Instant::now()));
+        }
+        got
+    })
+}
+
+/// Check what arrived against what was sent: each byte-exact, none twice, none sooner than
+/// its hop delays allow. Returns how many arrived.
+fn check(got: &[(Vec<u8>, Instant)], expected: &HashMap<Vec<u8>, (Instant, Duration)>) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    for (m, at) in got {
         let (sent_at, delay) = expected
-            .get(&m)
+            .get(m)
             .unwrap_or_else(|| panic!("unexpected or corrupted message of {} bytes", m.len()));
+        let took = at.duration_since(*sent_at);
         assert!(
-            now.duration_since(*sent_at) >= *delay,
-            "delivered after {:?}, before its hop delays of {:?}",
-            now.duration_since(*sent_at),
-            delay
+            took >= *delay,
+            "delivered after {took:?}, before its hop delays of {delay:?}"
         );
-        assert!(got.insert(m, ()).is_none(), "a message was delivered twice");
+        assert!(seen.insert(m.clone()), "a message was delivered twice");
     }
-    got.len()
+    seen.len()
+}
+
+/// Send `n` messages and wait for them at the recipient; returns how many arrived intact.
+async fn round_trip(from: &Client, name: &str, to: &Arc<Client>, n: usize) -> usize {
+    let rx = collect(to.clone(), n, Duration::from_secs(30));
+    let sent = send_many(from, name, to, n).await;
+    check(&rx.await.unwrap(), &sent)
+}
+
+async fn close(a: Arc<Client>, b: Arc<Client>) {
+    for c in [a, b] {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_exchange_500_messages_each_intact_and_never_early() {
-    let net = LocalNet::start("127.61.0", 5).unwrap();
-    let alice = net.client("alice", "gateway-1", "127.61.1.1:0").await.unwrap();
-    let bob = net.client("bob", "gateway-2", "127.61.1.2:0").await.unwrap();
+    // A mean of 40 ms per mix: delays large enough that delivering early would show.
+    let net = LocalNet::start("127.61.0", 40).unwrap();
+    let alice = Arc::new(
+        net.client("alice", "gateway-1", "127.61.1.1:0")
+            .await
+            .unwrap(),
+    );
+    let bob = Arc::new(
+        net.client("bob", "gateway-2", "127.61.1.2:0")
+            .await
+            .unwrap(),
+    );
     alice.subscribe().await.unwrap();
     bob.subscribe().await.unwrap();
-    let to_bob = send_many(&alice, "alice", &bob, 500).await;
-    let to_alice = send_many(&bob, "bob", &alice, 500).await;
-    let (a, b) = tokio::join!(
-        receive_all(&bob, &to_bob, Duration::from_secs(60)),
-        receive_all(&alice, &to_alice, Duration::from_secs(60)),
+    let at_bob = collect(bob.clone(), 500, Duration::from_secs(60));
+    let at_alice = collect(alice.clone(), 500, Duration::from_secs(60));
+    let (to_bob, to_alice) = tokio::join!(
+        send_many(&alice, "alice", &bob, 500),
+        send_many(&bob, "bob", &alice, 500),
     );
+    let a = check(&at_bob.await.unwrap(), &to_bob);
+    let b = check(&at_alice.await.unwrap(), &to_alice);
     assert_eq!((a, b), (500, 500), "every message delivered");
     // Every packet crossed five relays: both gateways saw 1000 in, and the mixes of each
     // layer together forwarded 1000.
     for layer in ["1", "2", "3"] {
         let mut out = 0.0;
         for s in ["a", "b"] {
-            out += net.metric(&format!("mix-{layer}{s}"), "lethe_packets_out_total").await;
+            out += net
+                .metric(&format!("mix-{layer}{s}"), "lethe_packets_out_total")
+                .await;
         }
         assert_eq!(out, 1000.0, "layer {layer} forwarded every packet");
     }
-    let delivered = net.metric("gateway-1", "lethe_messages_delivered_total").await
-        + net.metric("gateway-2", "lethe_messages_delivered_total").await;
+    let delivered = net
+        .metric("gateway-1", "lethe_messages_delivered_total")
+        .await
+        + net
+            .metric("gateway-2", "lethe_messages_delivered_total")
+            .await;
     assert_eq!(delivered, 1000.0);
-    alice.close().await;
-    bob.close().await;
+    close(alice, bob).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_garbage_and_strangers_are_dropped_while_the_node_keeps_relaying() {
     let net = LocalNet::start("127.62.0", 5).unwrap();
-    let alice = net.client("alice", "gateway-1", "127.62.1.1:0").await.unwrap();
-    let bob = net.client("bob", "gateway-2", "127.62.1.2:0").await.unwrap();
+    let alice = net
+        .client("alice", "gateway-1", "127.62.1.1:0")
+        .await
+        .unwrap();
+    let bob = Arc::new(
+        net.client("bob", "gateway-2", "127.62.1.2:0")
+            .await
+            .unwrap(),
+    );
     bob.subscribe().await.unwrap();
 
     // A replayed packet is dropped at the first relay; the message arrives once.
@@ -126,7 +173,11 @@ async fn replays_garbage_and_strangers_are_dropped_while_the_node_keeps_relaying
     )
     .await
     .unwrap();
-    assert_eq!(bob.recv_timeout(Duration::from_secs(2)).await, None, "replay delivered");
+    assert_eq!(
+        bob.recv_timeout(Duration::from_secs(2)).await,
+        None,
+        "replay delivered"
+    );
 
     // Garbage on links to the entry gateway, from a stranger with its own certificate.
     let gw = net.node("gateway-1");
@@ -135,7 +186,9 @@ async fn replays_garbage_and_strangers_are_dropped_while_the_node_keeps_relaying
     let gw_cert = topo.node(&gw.id.parse().unwrap()).unwrap().tls_cert;
     let stranger = TlsIdentity::generate().unwrap();
     let ep = quinn::Endpoint::client("127.62.1.3:0".parse().unwrap()).unwrap();
-    let conn = lethe_net::tls::connect(&ep, &stranger, gw_addr, gw_cert).await.unwrap();
+    let conn = lethe_net::tls::connect(&ep, &stranger, gw_addr, gw_cert)
+        .await
+        .unwrap();
     let mut rng = StdRng::seed_from_u64(99);
     // (1) random bytes: a bad frame header
     let mut s = conn.open_uni().await.unwrap();
@@ -160,14 +213,21 @@ async fn replays_garbage_and_strangers_are_dropped_while_the_node_keeps_relaying
     s.finish().unwrap();
     let t = Duration::from_secs(5);
     let r = |why: &str| format!("lethe_packets_dropped_total{{reason=\"{why}\"}}");
-    net.wait_metric("gateway-1", &r("bad_frame"), t, |v| v >= 1.0).await.unwrap();
-    net.wait_metric("gateway-1", &r("truncated"), t, |v| v >= 1.0).await.unwrap();
-    net.wait_metric("gateway-1", &r("bad_mac"), t, |v| v == 20.0).await.unwrap();
+    net.wait_metric("gateway-1", &r("bad_frame"), t, |v| v >= 1.0)
+        .await
+        .unwrap();
+    net.wait_metric("gateway-1", &r("truncated"), t, |v| v >= 1.0)
+        .await
+        .unwrap();
+    net.wait_metric("gateway-1", &r("bad_mac"), t, |v| v == 20.0)
+        .await
+        .unwrap();
 
     // A mix refuses a peer that is not a relay of the topology.
     let mix = net.node("mix-1a");
     let mix_cert = topo.node(&mix.id.parse().unwrap()).unwrap().tls_cert;
-    let refused = lethe_net::tls::connect(&ep, &stranger, mix.listen.parse().unwrap(), mix_cert).await;
+    let refused =
+        lethe_net::tls::connect(&ep, &stranger, mix.listen.parse().unwrap(), mix_cert).await;
     if let Ok(c) = refused {
         // the handshake completes, then the mix closes the connection
         let err = c.closed().await;
@@ -177,38 +237,55 @@ async fn replays_garbage_and_strangers_are_dropped_while_the_node_keeps_relaying
         .await
         .unwrap();
     // A wrong pin is refused by the connecting side before any data flows.
-    assert!(lethe_net::tls::connect(&ep, &stranger, gw_addr, Key32([1; 32])).await.is_err());
+    assert!(
+        lethe_net::tls::connect(&ep, &stranger, gw_addr, Key32([1; 32]))
+            .await
+            .is_err()
+    );
 
     // The gateway keeps relaying honest traffic.
-    let sent = send_many(&alice, "alice", &bob, 50).await;
-    assert_eq!(receive_all(&bob, &sent, Duration::from_secs(30)).await, 50);
+    assert_eq!(round_trip(&alice, "alice", &bob, 50).await, 50);
     alice.close().await;
-    bob.close().await;
+    if let Ok(b) = Arc::try_unwrap(bob) {
+        b.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_mix_rejoins_and_traffic_continues() {
     let mut net = LocalNet::start("127.63.0", 5).unwrap();
-    let alice = net.client("alice", "gateway-1", "127.63.1.1:0").await.unwrap();
-    let bob = net.client("bob", "gateway-2", "127.63.1.2:0").await.unwrap();
+    let alice = net
+        .client("alice", "gateway-1", "127.63.1.1:0")
+        .await
+        .unwrap();
+    let bob = Arc::new(
+        net.client("bob", "gateway-2", "127.63.1.2:0")
+            .await
+            .unwrap(),
+    );
     bob.subscribe().await.unwrap();
-    let sent = send_many(&alice, "before", &bob, 50).await;
-    assert_eq!(receive_all(&bob, &sent, Duration::from_secs(30)).await, 50);
+    assert_eq!(round_trip(&alice, "before", &bob, 50).await, 50);
 
     net.stop_node("mix-2a").unwrap();
     net.start_node("mix-2a").unwrap();
-    net.wait_metric("mix-2a", "lethe_topology_nodes", Duration::from_secs(20), |v| v == 8.0)
-        .await
-        .unwrap();
+    net.wait_metric(
+        "mix-2a",
+        "lethe_topology_nodes",
+        Duration::from_secs(20),
+        |v| v == 8.0,
+    )
+    .await
+    .unwrap();
     // Routes keep going through the restarted mix (same keys, same pinned certificate).
-    let sent = send_many(&alice, "after", &bob, 100).await;
-    assert_eq!(receive_all(&bob, &sent, Duration::from_secs(30)).await, 100);
+    assert_eq!(round_trip(&alice, "after", &bob, 100).await, 100);
     let through = net.metric("mix-2a", "lethe_packets_out_total").await;
     assert!(through > 0.0, "no packet crossed the restarted mix");
     let status = net.stop_node("mix-2a").unwrap().unwrap();
     assert!(status.success(), "clean shutdown exits 0, got {status}");
     alice.close().await;
-    bob.close().await;
+    if let Ok(b) = Arc::try_unwrap(bob) {
+        b.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,17 +293,27 @@ async fn shutdown_hands_queued_packets_on_at_their_times() {
     // Long delays (mean 300 ms per mix) so packets are sitting in layer-1 queues when
     // both layer-1 mixes get SIGTERM.
     let mut net = LocalNet::start("127.64.0", 300).unwrap();
-    let alice = net.client("alice", "gateway-1", "127.64.1.1:0").await.unwrap();
-    let bob = net.client("bob", "gateway-2", "127.64.1.2:0").await.unwrap();
+    let alice = net
+        .client("alice", "gateway-1", "127.64.1.1:0")
+        .await
+        .unwrap();
+    let bob = Arc::new(
+        net.client("bob", "gateway-2", "127.64.1.2:0")
+            .await
+            .unwrap(),
+    );
     bob.subscribe().await.unwrap();
     // Restart both layer-1 mixes as children of the test, to read their exit status.
     for m in ["mix-1a", "mix-1b"] {
         net.stop_node(m).unwrap();
         net.start_node(m).unwrap();
-        net.wait_metric(m, "lethe_topology_nodes", Duration::from_secs(20), |v| v == 8.0)
-            .await
-            .unwrap();
+        net.wait_metric(m, "lethe_topology_nodes", Duration::from_secs(20), |v| {
+            v == 8.0
+        })
+        .await
+        .unwrap();
     }
+    let rx = collect(bob.clone(), 30, Duration::from_secs(30));
     let sent = send_many(&alice, "queued", &bob, 30).await;
     // Wait until the layer-1 mixes hold packets, then stop them.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -243,9 +330,14 @@ async fn shutdown_hands_queued_packets_on_at_their_times() {
         let st = net.stop_node(m).unwrap().unwrap();
         assert!(st.success(), "{m} exit status {st}");
         let log = std::fs::read_to_string(&net.node(m).log).unwrap();
-        assert!(log.contains("dropped_at_shutdown=0"), "{m} dropped packets at shutdown:\n{log}");
+        assert!(
+            log.contains("dropped_at_shutdown=0"),
+            "{m} dropped packets at shutdown:\n{log}"
+        );
     }
-    assert_eq!(receive_all(&bob, &sent, Duration::from_secs(30)).await, 30);
+    assert_eq!(check(&rx.await.unwrap(), &sent), 30);
     alice.close().await;
-    bob.close().await;
+    if let Ok(b) = Arc::try_unwrap(bob) {
+        b.close().await;
+    }
 }

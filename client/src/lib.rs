@@ -101,7 +101,11 @@ impl ClientConfig {
     }
 
     fn gateway(&self) -> Result<NodeId, ClientError> {
-        Ok(self.gateway.as_deref().ok_or(ClientError::NoGateway)?.parse()?)
+        Ok(self
+            .gateway
+            .as_deref()
+            .ok_or(ClientError::NoGateway)?
+            .parse()?)
     }
 }
 
@@ -190,7 +194,9 @@ impl Client {
         let gw = topology
             .node(&gateway)
             .ok_or_else(|| ClientError::GatewayGone(gateway.short()))?;
-        let bind = opts.bind.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let bind = opts
+            .bind
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let endpoint = quinn::Endpoint::client(bind).map_err(NetError::Io)?;
         let conn = tls::connect(&endpoint, &id, gw.address, gw.tls_cert).await?;
         let send = conn.open_uni().await.map_err(NetError::Connection)?;
@@ -265,7 +271,10 @@ impl Client {
     /// The next delivered message, or `None` after `timeout` or when the connection closed.
     pub async fn recv_timeout(&self, timeout: Duration) -> Option<Vec<u8>> {
         let mut rx = self.incoming.lock().await;
-        tokio::time::timeout(timeout, rx.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, rx.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Finish the link (waiting until the gateway acknowledged every byte) and close.
@@ -286,7 +295,9 @@ async fn receive_loop(conn: quinn::Connection, tx: mpsc::Sender<Vec<u8>>) {
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut body = Vec::new();
-            while let Ok(ReadOutcome::Frame(FrameKind::Message)) = read_frame(&mut recv, &mut body).await {
+            while let Ok(ReadOutcome::Frame(FrameKind::Message)) =
+                read_frame(&mut recv, &mut body).await
+            {
                 if tx.send(std::mem::take(&mut body)).await.is_err() {
                     return;
                 }

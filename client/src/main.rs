@@ -13,7 +13,11 @@ use lethe_proto::ClientAddress;
 use lethe_proto::packet::MAX_MESSAGE_LEN;
 
 #[derive(Parser)]
-#[command(name = "lethe-client", version, about = "Send and receive through a Lethe mixnet")]
+#[command(
+    name = "lethe-client",
+    version,
+    about = "Send and receive through a Lethe mixnet"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -170,10 +174,10 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             }
             client.close().await;
             eprintln!("received {got} messages");
-            if let Some(c) = count {
-                if got < c {
-                    bail!("timed out after {got} of {c} messages");
-                }
+            if let Some(c) = count
+                && got < c
+            {
+                bail!("timed out after {got} of {c} messages");
             }
         }
     }
@@ -184,7 +188,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
 fn write_message(dir: &Path, msg: &[u8]) -> anyhow::Result<PathBuf> {
     for i in 1.. {
         let p = dir.join(format!("message-{i:06}"));
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
             Ok(mut f) => {
                 std::io::Write::write_all(&mut f, msg)?;
                 return Ok(p);

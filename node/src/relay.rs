@@ -584,7 +584,13 @@ async fn serve_connection(
     // packets already on their way to us are still mixed and handed on.
     let mut readers = JoinSet::new();
     while let Ok(recv) = conn.accept_uni().await {
-        readers.spawn(read_stream(shared.clone(), conn.clone(), peer, recv, jobs.clone()));
+        readers.spawn(read_stream(
+            shared.clone(),
+            conn.clone(),
+            peer,
+            recv,
+            jobs.clone(),
+        ));
     }
     readers.abort_all();
     if let Peer::Client(id) = peer {

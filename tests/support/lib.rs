@@ -132,7 +132,9 @@ impl LocalNet {
     /// it was a child of this test (restarted), else whether it exited.
     pub fn stop_node(&mut self, name: &str) -> Result<Option<ExitStatus>> {
         let pid = self.node(name).pid;
-        Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()?;
         let deadline = Instant::now() + Duration::from_secs(15);
         if let Some(mut child) = self.children.remove(name) {
             loop {
@@ -145,7 +147,12 @@ impl LocalNet {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
-        while Command::new("kill").args(["-0", &pid.to_string()]).stderr(Stdio::null()).status()?.success() {
+        while Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()?
+            .success()
+        {
             if Instant::now() > deadline {
                 bail!("{name} did not stop within 15 s");
             }
@@ -217,7 +224,9 @@ impl LocalNet {
 impl Drop for LocalNet {
     fn drop(&mut self) {
         for (_, mut c) in self.children.drain() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let _ = c.wait();
         }
         let _ = Command::new("bash")
