@@ -11,8 +11,8 @@ use std::sync::Arc;
 use lethe_client::Client;
 use lethe_net::TlsIdentity;
 use lethe_net::link::write_frame;
-use lethe_proto::packet::{MAX_MESSAGE_LEN, PACKET_SIZE};
-use lethe_proto::{FrameKind, Key32};
+use lethe_proto::packet::{MAX_MESSAGE_LEN, PACKET_SIZE, build_packet};
+use lethe_proto::{FrameKind, HopSpec, Key32, NodeId};
 use lethe_tests::LocalNet;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -220,6 +220,38 @@ async fn replays_garbage_and_strangers_are_dropped_while_the_node_keeps_relaying
         .await
         .unwrap();
     net.wait_metric("gateway-1", &r("bad_mac"), t, |v| v == 20.0)
+        .await
+        .unwrap();
+
+    // Well-formed packets that ask for the impossible: a next hop that does not exist, and
+    // a delay above the network's cap (1000 ms in localnet).
+    let entry = topo.node(&gw.id.parse().unwrap()).unwrap();
+    let entry_hop = HopSpec {
+        id: entry.id,
+        sphinx_key: entry.sphinx_key,
+    };
+    let nowhere = HopSpec {
+        id: NodeId::from_bytes([7; 32]),
+        sphinx_key: Key32([9; 32]),
+    };
+    let mut crng = StdRng::seed_from_u64(5);
+    let to = bob.address().client;
+    let lost = build_packet(
+        &mut crng,
+        &[entry_hop, nowhere],
+        to,
+        &[Duration::ZERO; 2],
+        b"x",
+    )
+    .unwrap();
+    let slow = [Duration::from_secs(10), Duration::ZERO];
+    let too_slow = build_packet(&mut crng, &[entry_hop, nowhere], to, &slow, b"x").unwrap();
+    alice.send_packet(&lost).await.unwrap();
+    alice.send_packet(&too_slow).await.unwrap();
+    net.wait_metric("gateway-1", &r("unknown_next_hop"), t, |v| v == 1.0)
+        .await
+        .unwrap();
+    net.wait_metric("gateway-1", &r("delay_too_long"), t, |v| v == 1.0)
         .await
         .unwrap();
 

@@ -4,7 +4,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "lethe-bench", version, about = "Lethe benchmarks and load tests")]
+#[command(
+    name = "lethe-bench",
+    version,
+    about = "Lethe benchmarks and load tests"
+)]
 struct Cli {}
 
 fn main() -> anyhow::Result<()> {

@@ -76,6 +76,7 @@ struct Shared {
     session_seq: std::sync::atomic::AtomicU64,
     mailbox: Mutex<Mailbox>,
     shutdown: watch::Receiver<bool>,
+    sphinx: Arc<SphinxNode>,
     /// Milliseconds since `origin` of the last on-demand topology fetch (rate limit).
     last_fetch_ms: std::sync::atomic::AtomicU64,
 }
@@ -104,6 +105,7 @@ impl Shared {
 
     fn set_topology(&self, t: Topology) {
         self.metrics.topology_nodes.set(t.nodes().len() as i64);
+        self.sphinx.set_max_delay(t.max_delay());
         let t = Some(Arc::new(t));
         match self.topology.write() {
             Ok(mut g) => *g = t,
@@ -209,6 +211,7 @@ impl Relay {
             mailbox: Mutex::new(mailbox),
             shutdown: shutdown.clone(),
             last_fetch_ms: Default::default(),
+            sphinx: Arc::new(SphinxNode::new(keys.sphinx, Duration::ZERO)),
             keys,
             cfg,
         });
@@ -252,10 +255,9 @@ impl Relay {
         };
         let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(8192);
         let (sched_tx, sched_rx) = mpsc::channel::<(Timestamp, Duration, Scheduled)>(65_536);
-        let sphinx = Arc::new(SphinxNode::new(
-            shared.keys.sphinx,
-            Duration::from_secs(3600),
-        ));
+        // The delay cap follows the directory's max_delay_ms; nothing is forwarded before
+        // the first topology arrives anyway.
+        let sphinx = shared.sphinx.clone();
         let replay = Arc::new(Mutex::new(replay));
         for i in 0..workers {
             let rx = job_rx.clone();

@@ -5,6 +5,7 @@
 //! [`MAX_ROUTE_LEN`] hops; in the deployed network it is always five: entry gateway, one mix
 //! of each of the three layers, exit gateway.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::{CryptoRng, Rng};
@@ -120,7 +121,7 @@ pub fn build_packet<R: Rng + CryptoRng + ?Sized>(
         .collect();
     let delays: Vec<Delay> = delays
         .iter()
-        .map(|d| Delay::new_from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+        .map(|d| Delay::new_from_nanos(duration_nanos(*d)))
         .collect();
     let dest = Destination::new(
         DestinationAddressBytes::from_bytes(*destination.as_bytes()),
@@ -157,7 +158,9 @@ pub enum Processed {
 pub struct SphinxNode {
     secret: PrivateKey,
     public: Key32,
-    max_delay: Duration,
+    /// The delay cap in nanoseconds; atomic so a driver can follow the directory's value
+    /// while worker threads share the node.
+    max_delay_ns: AtomicU64,
 }
 
 impl SphinxNode {
@@ -169,7 +172,7 @@ impl SphinxNode {
         SphinxNode {
             secret,
             public,
-            max_delay,
+            max_delay_ns: AtomicU64::new(duration_nanos(max_delay)),
         }
     }
 
@@ -180,7 +183,13 @@ impl SphinxNode {
 
     /// The delay cap.
     pub fn max_delay(&self) -> Duration {
-        self.max_delay
+        Duration::from_nanos(self.max_delay_ns.load(Ordering::Relaxed))
+    }
+
+    /// Change the delay cap (when the directory publishes a new maximum).
+    pub fn set_max_delay(&self, cap: Duration) {
+        self.max_delay_ns
+            .store(duration_nanos(cap), Ordering::Relaxed);
     }
 
     /// Peel one layer. `seen` is called with the packet's replay tag once the header's MAC
@@ -221,10 +230,11 @@ impl SphinxNode {
                 delay,
             } => {
                 let delay = delay.to_duration();
-                if delay > self.max_delay {
+                let cap = self.max_delay();
+                if delay > cap {
                     return Err(Error::DelayTooLong {
                         requested: delay,
-                        cap: self.max_delay,
+                        cap,
                     });
                 }
                 Ok(Processed::Forward {
@@ -246,6 +256,10 @@ impl SphinxNode {
             }
         }
     }
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Derive the X25519 public key of a Sphinx secret.
@@ -404,6 +418,9 @@ mod tests {
             ns[0].node.process(pkt.as_bytes(), never),
             Err(Error::DelayTooLong { .. })
         ));
+        // the cap follows the directory
+        ns[0].node.set_max_delay(Duration::from_secs(12));
+        assert!(ns[0].node.process(pkt.as_bytes(), never).is_ok());
     }
 
     #[test]

@@ -13,16 +13,48 @@ use anyhow::{Context, Result, bail};
 use lethe_client::{Client, ClientConfig, ConnectOptions};
 
 /// The directory holding the workspace's binaries for this test run (`target/debug` or
-/// `target/release`), next to the test executable's `deps/`.
+/// `target/release`), next to the test executable's `deps/`. `cargo test --workspace`
+/// builds them (through the node's and client's own CLI tests); a binary older than the
+/// sources it is built from fails the test instead of silently testing old code.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    assert!(
-        dir.join("lethe-node").exists(),
-        "{} has no lethe-node: run the tests with `cargo test --workspace`",
-        dir.display()
-    );
+    for bin in ["lethe-node", "lethe-client"] {
+        let built = std::fs::metadata(dir.join(bin))
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no {bin} in {}: run `cargo test --workspace`",
+                    dir.display()
+                )
+            });
+        let newest = ["proto/src", "net/src", "node/src", "client/src"]
+            .iter()
+            .filter_map(|d| newest_mtime(&workspace().join(d)))
+            .max();
+        if let Some(src) = newest {
+            assert!(
+                built >= src,
+                "{bin} is older than its sources: run `cargo test --workspace` (or cargo build --workspace)"
+            );
+        }
+    }
     dir
+}
+
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                newest_mtime(&p)
+            } else {
+                e.metadata().and_then(|m| m.modified()).ok()
+            }
+        })
+        .max()
 }
 
 /// Root of the workspace.

@@ -3,10 +3,8 @@
 
 use std::process::Command;
 
-use lethe_tests::bin_dir;
-
 fn node(args: &[&str]) -> (bool, String) {
-    let out = Command::new(bin_dir().join("lethe-node"))
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe-node"))
         .args(args)
         .output()
         .unwrap();
