@@ -1,7 +1,23 @@
-//! `lethe-bench`: benchmarks and load tests for Lethe.
+//! `lethe-bench`: benchmarks and load tests for Lethe. Every run is bounded in time and
+//! stops by itself; `--json FILE` writes every figure with the machine's description, and
+//! `--plot FILE.svg` draws the curve where one says more than a table.
 #![allow(clippy::print_stdout)]
 
-use clap::Parser;
+mod hop;
+mod net;
+mod node;
+mod procs;
+mod report;
+mod stats;
+mod svg;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::report::{command_line, table, write_json};
+use crate::svg::{Series, line_chart};
 
 #[derive(Parser)]
 #[command(
@@ -9,10 +25,311 @@ use clap::Parser;
     version,
     about = "Lethe benchmarks and load tests"
 )]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Output {
+    /// Write all figures, with the machine's description, as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw the main curve as SVG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// ns per forward hop: our relay path, sphinx-packet's process, and the crypto floor;
+    /// then our hop's throughput on 1..N threads.
+    Hop {
+        /// Pre-built packets per timing round.
+        #[arg(long, default_value_t = 4000)]
+        packets: usize,
+        /// Rounds (the report takes medians).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// One real relay process under a rising load until it saturates.
+    Node {
+        /// Offered rates in packets/s, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000u64, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000])]
+        rates: Vec<u64>,
+        /// Seconds per rate step.
+        #[arg(long, default_value_t = 2.0)]
+        step_secs: f64,
+        /// Delay every packet asks the relay for, ms.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Relay worker threads (0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The whole local network with K clients sending Poisson streams.
+    Net {
+        /// Number of clients.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
+        /// Messages per second per client.
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// Mean per-hop delay, ms.
+        #[arg(long, default_value_t = 20)]
+        mean_delay_ms: u64,
+        /// Repository root (holds scripts/localnet.sh).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/.."))]
+        repo: PathBuf,
+        /// First three octets of the network's loopback addresses.
+        #[arg(long, default_value = "127.90.0")]
+        prefix: String,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+fn bar() -> ProgressBar {
+    let pb = ProgressBar::new(1);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} {elapsed}")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
 
 fn main() -> anyhow::Result<()> {
-    let _ = Cli::parse();
-    println!("lethe-bench: no benchmark yet");
+    let cli = Cli::parse();
+    let cmd_line = command_line();
+    match cli.cmd {
+        Cmd::Hop {
+            packets,
+            rounds,
+            out,
+        } => {
+            let pb = bar();
+            let r = hop::run(packets.max(1), rounds.max(1), &pb)?;
+            pb.finish_and_clear();
+            println!(
+                "{}",
+                table(
+                    &["path", "ns/hop", "vs floor"],
+                    &[
+                        vec![
+                            "ours (relay path)".into(),
+                            format!("{:.0}", r.ours_ns),
+                            format!("{:.2}x", r.ours_over_floor)
+                        ],
+                        vec![
+                            "sphinx-packet process".into(),
+                            format!("{:.0}", r.sphinx_packet_ns),
+                            format!("{:.2}x", r.sphinx_packet_over_floor)
+                        ],
+                        vec![
+                            "floor (2 X25519 + symmetric)".into(),
+                            format!("{:.0}", r.floor_ns),
+                            "1.00x".into()
+                        ],
+                        vec![
+                            "one X25519 (x25519-dalek)".into(),
+                            format!("{:.0}", r.x25519_ns),
+                            String::new()
+                        ],
+                    ]
+                )
+            );
+            println!(
+                "ours / sphinx-packet = {:.3} (target <= 1.15)",
+                r.ours_over_sphinx_packet
+            );
+            let rows: Vec<Vec<String>> = r
+                .threads
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.threads.to_string(),
+                        format!("{:.0}", t.packets_per_sec),
+                        format!("{:.2}x", t.speedup),
+                    ]
+                })
+                .collect();
+            println!("\n{}", table(&["threads", "hops/s", "speedup"], &rows));
+            if let Some(p) = &out.plot {
+                let pts = r
+                    .threads
+                    .iter()
+                    .map(|t| (t.threads as f64, t.packets_per_sec))
+                    .collect();
+                std::fs::write(
+                    p,
+                    line_chart(
+                        "Forward hops per second against threads",
+                        "threads",
+                        "hops/s",
+                        &[Series {
+                            name: "ours".into(),
+                            points: pts,
+                        }],
+                    ),
+                )?;
+            }
+            if let Some(j) = &out.json {
+                write_json(j, &cmd_line, &r)?;
+            }
+        }
+        Cmd::Node {
+            rates,
+            step_secs,
+            delay_ms,
+            workers,
+            out,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let pb = bar();
+            let r = rt.block_on(node::run(
+                node::NodeOpts {
+                    rates,
+                    step_secs,
+                    delay_ms,
+                    workers,
+                },
+                &pb,
+            ))?;
+            pb.finish_and_clear();
+            let mut rows: Vec<Vec<String>> = r.steps.iter().map(step_row).collect();
+            if let Some(h) = &r.half_saturation {
+                let mut row = step_row(h);
+                row[0] = format!("{} (half sat.)", row[0]);
+                rows.push(row);
+            }
+            println!(
+                "{}",
+                table(
+                    &[
+                        "offered/s",
+                        "forwarded/s",
+                        "cpu us/pkt",
+                        "p50 us",
+                        "p99 us",
+                        "p99.9 us",
+                        "dropped",
+                        "lost"
+                    ],
+                    &rows
+                )
+            );
+            println!(
+                "saturation: {:.0} packets/s; relay peak RSS {:.1} MiB",
+                r.saturation_pps, r.peak_rss_mib
+            );
+            if let Some(p) = &out.plot {
+                let lat = r
+                    .steps
+                    .iter()
+                    .map(|s| (s.offered_pps, s.added_latency.p99_us as f64))
+                    .collect();
+                std::fs::write(
+                    p,
+                    line_chart(
+                        "Added latency (p99) against offered load",
+                        "offered packets/s",
+                        "p99 added latency (us)",
+                        &[Series {
+                            name: "p99".into(),
+                            points: lat,
+                        }],
+                    ),
+                )?;
+            }
+            if let Some(j) = &out.json {
+                write_json(j, &cmd_line, &r)?;
+            }
+        }
+        Cmd::Net {
+            clients,
+            rate,
+            secs,
+            mean_delay_ms,
+            repo,
+            prefix,
+            out,
+        } => {
+            anyhow::ensure!(clients >= 2, "--clients must be at least 2");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let pb = bar();
+            let r = rt.block_on(net::run(
+                net::NetOpts {
+                    clients,
+                    rate,
+                    secs,
+                    mean_delay_ms,
+                    repo,
+                    prefix,
+                },
+                &pb,
+            ))?;
+            pb.finish_and_clear();
+            println!(
+                "{}",
+                table(
+                    &[
+                        "clients",
+                        "sent",
+                        "delivered",
+                        "ratio",
+                        "msgs/s",
+                        "p50 ms",
+                        "p99 ms",
+                        "p99.9 ms",
+                        "cover share"
+                    ],
+                    &[vec![
+                        r.clients.to_string(),
+                        r.sent.to_string(),
+                        r.delivered.to_string(),
+                        format!("{:.4}", r.delivery_ratio),
+                        format!("{:.1}", r.throughput_msgs_per_sec),
+                        format!("{:.1}", r.latency.p50_us as f64 / 1000.0),
+                        format!("{:.1}", r.latency.p99_us as f64 / 1000.0),
+                        format!("{:.1}", r.latency.p999_us as f64 / 1000.0),
+                        format!("{:.2}", r.cover_share),
+                    ]]
+                )
+            );
+            if let Some(j) = &out.json {
+                write_json(j, &cmd_line, &r)?;
+            }
+            if out.plot.is_some() {
+                eprintln!("net: no plot (one operating point); use --json");
+            }
+        }
+    }
     Ok(())
+}
+
+fn step_row(s: &node::Step) -> Vec<String> {
+    vec![
+        format!("{:.0}", s.offered_pps),
+        format!("{:.0}", s.forwarded_pps),
+        format!("{:.1}", s.cpu_us_per_packet),
+        s.added_latency.p50_us.to_string(),
+        s.added_latency.p99_us.to_string(),
+        s.added_latency.p999_us.to_string(),
+        s.dropped.to_string(),
+        s.lost.to_string(),
+    ]
 }

@@ -1,0 +1,231 @@
+//! `lethe-bench net`: the whole local network (as `scripts/localnet.sh` starts it: a
+//! directory, two gateways, two mixes per layer, all real processes) with K clients each
+//! sending a Poisson stream of messages to the others; reports end-to-end latency,
+//! delivery ratio and throughput.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use lethe_client::{Client, ClientConfig, ConnectOptions};
+use lethe_proto::packet::sample_delay;
+use serde::Serialize;
+
+use crate::stats::{Latencies, Percentiles, rate, ratio};
+
+/// Options of `net`.
+#[derive(Clone, Debug)]
+pub struct NetOpts {
+    pub clients: usize,
+    /// Messages per second per client.
+    pub rate: f64,
+    pub secs: f64,
+    pub mean_delay_ms: u64,
+    /// Repository root (for scripts/localnet.sh).
+    pub repo: PathBuf,
+    /// First three octets of the network's loopback addresses.
+    pub prefix: String,
+}
+
+/// Results of `net`.
+#[derive(Debug, Serialize)]
+pub struct NetReport {
+    pub clients: usize,
+    pub rate_per_client: f64,
+    pub mean_delay_ms: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub delivery_ratio: f64,
+    pub throughput_msgs_per_sec: f64,
+    pub latency: Percentiles,
+    /// Share of bytes on client links that is cover traffic. Clients send no cover traffic
+    /// yet, so this is 0 until they do.
+    pub cover_share: f64,
+}
+
+struct Net {
+    dir: PathBuf,
+    repo: PathBuf,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(self.repo.join("scripts/localnet.sh"))
+            .args(["stop", "--dir"])
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+fn start(opts: &NetOpts, dir: &Path) -> anyhow::Result<(Net, serde_json::Value)> {
+    let bin = crate::procs::node_binary()?;
+    let bin_dir = bin.parent().context("bin dir")?;
+    let out = Command::new("bash")
+        .arg(opts.repo.join("scripts/localnet.sh"))
+        .args(["start", "--dir"])
+        .arg(dir)
+        .env("LETHE_BIN_DIR", bin_dir)
+        .env("LETHE_PREFIX", &opts.prefix)
+        .env("LETHE_MEAN_DELAY_MS", opts.mean_delay_ms.to_string())
+        .output()?;
+    let net = Net {
+        dir: dir.to_path_buf(),
+        repo: opts.repo.clone(),
+    };
+    if !out.status.success() {
+        bail!(
+            "localnet.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let json = serde_json::from_slice(&std::fs::read(dir.join("localnet.json"))?)?;
+    Ok((net, json))
+}
+
+/// Run the network benchmark.
+pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Result<NetReport> {
+    let tmp = tempfile::tempdir()?;
+    progress.set_message("starting the local network");
+    let (_net, json) = start(&opts, &tmp.path().join("net"))?;
+    let gateways: Vec<String> = json["nodes"]
+        .as_array()
+        .context("nodes")?
+        .iter()
+        .filter(|n| n["role"] == "gateway")
+        .filter_map(|n| n["id"].as_str().map(String::from))
+        .collect();
+    let mut clients = Vec::new();
+    for i in 0..opts.clients {
+        let dir = tmp.path().join(format!("client-{i}"));
+        let cfg = ClientConfig {
+            directory: json["directory"].as_str().unwrap_or_default().to_string(),
+            authority_keys: vec![
+                json["authority_key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ],
+            threshold: 1,
+            gateway: Some(gateways[i % gateways.len()].clone()),
+        };
+        lethe_client::init(&dir, cfg).await?;
+        let c = Client::connect(&dir, ConnectOptions::default()).await?;
+        c.subscribe().await?;
+        clients.push(Arc::new(c));
+    }
+    let addrs: Vec<_> = clients.iter().map(|c| c.address()).collect();
+    let capacity = (opts.clients as f64 * opts.rate * opts.secs * 3.0) as usize + 1024;
+    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..capacity).map(|_| AtomicU64::new(0)).collect());
+    let seq = Arc::new(AtomicU64::new(0));
+    let origin = Instant::now();
+    let deadline = origin + Duration::from_secs_f64(opts.secs);
+    let drain = Duration::from_millis(opts.mean_delay_ms * 3 * 10 + 2000);
+    progress.set_length(opts.secs.ceil() as u64);
+    progress.set_message("sending");
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let (c2, addrs, sent, seq) = (c.clone(), addrs.clone(), sent_at.clone(), seq.clone());
+        let (rate_, n) = (opts.rate, addrs.len());
+        senders.push(tokio::spawn(async move {
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(rand::random());
+            let mean = Duration::from_secs_f64(1.0 / rate_);
+            loop {
+                tokio::time::sleep(sample_delay(&mut rng, mean, mean * 20)).await;
+                if Instant::now() >= deadline {
+                    return;
+                }
+                let s = seq.fetch_add(1, Ordering::Relaxed) as usize;
+                if s >= sent.len() {
+                    return;
+                }
+                let to =
+                    addrs[(i + 1 + (rand::Rng::next_u32(&mut rng) as usize) % (n - 1).max(1)) % n];
+                let mut msg = (s as u64).to_be_bytes().to_vec();
+                msg.resize(256, 0xab);
+                sent[s].store(origin.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+                if c2.send(&to, &msg).await.is_err() {
+                    sent[s].store(0, Ordering::Relaxed);
+                }
+            }
+        }));
+        let (c3, sent_at) = (c.clone(), sent_at.clone());
+        receivers.push(tokio::spawn(async move {
+            let mut lat = Latencies::new();
+            let mut got = 0u64;
+            let end = deadline + drain;
+            loop {
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let Some(m) = c3.recv_timeout(left).await else {
+                    break;
+                };
+                let Some(b) = m.first_chunk::<8>() else {
+                    continue;
+                };
+                let s = u64::from_be_bytes(*b) as usize;
+                let t = sent_at
+                    .get(s)
+                    .map(|a| a.load(Ordering::Relaxed))
+                    .unwrap_or(0);
+                if t > 0 {
+                    let now = origin.elapsed().as_nanos() as u64 + 1;
+                    lat.record_us(now.saturating_sub(t) / 1000);
+                    got += 1;
+                }
+            }
+            (got, lat)
+        }));
+    }
+    let ticker = {
+        let p = progress.clone();
+        tokio::spawn(async move {
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                p.inc(1);
+            }
+        })
+    };
+    for s in senders {
+        s.await?;
+    }
+    ticker.abort();
+    let sent = sent_at
+        .iter()
+        .filter(|a| a.load(Ordering::Relaxed) > 0)
+        .count() as u64;
+    progress.set_message("waiting for the last deliveries");
+    let mut all = Latencies::new();
+    let mut delivered = 0u64;
+    let mut per_client = Vec::new();
+    for r in receivers {
+        let (g, lat) = r.await?;
+        delivered += g;
+        per_client.push(lat);
+    }
+    for l in &per_client {
+        all.merge(l);
+    }
+    for c in clients {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
+    Ok(NetReport {
+        clients: opts.clients,
+        rate_per_client: opts.rate,
+        mean_delay_ms: opts.mean_delay_ms,
+        sent,
+        delivered,
+        delivery_ratio: ratio(delivered as f64, sent as f64),
+        throughput_msgs_per_sec: rate(delivered, opts.secs),
+        latency: all.summary(),
+        cover_share: 0.0,
+    })
+}
