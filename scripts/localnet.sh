@@ -65,7 +65,7 @@ start() {
   [ -e "$dir/localnet.json" ] && die "$dir already holds a network; stop it first"
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
-  bins
+  [ -n "${BIN:-}" ] || bins
   : > "$dir/pids"
   local key
   key=$("$BIN/lethe-node" init --dir "$dir/authority" --role authority --listen "$AUTH_ADDR" \
@@ -129,7 +129,7 @@ stop() {
 demo() {
   local dir
   dir=$(mktemp -d "${TMPDIR:-/tmp}/lethe-localnet.XXXXXX")
-  bins
+  [ -n "${BIN:-}" ] || bins
   trap 'stop "$dir"; rm -rf "$dir"; exit 0' INT TERM
   start "$dir"
   local key

@@ -347,7 +347,16 @@ async fn shutdown_hands_queued_packets_on_at_their_times() {
     }
     let rx = collect(bob.clone(), 30, Duration::from_secs(30));
     let sent = send_many(&alice, "queued", &bob, 30).await;
-    // Wait until the layer-1 mixes hold packets, then stop them.
+    // Every packet has left the entry gateway (it does not delay)...
+    net.wait_metric(
+        "gateway-1",
+        "lethe_packets_out_total",
+        Duration::from_secs(10),
+        |v| v == 30.0,
+    )
+    .await
+    .unwrap();
+    // ...and the layer-1 mixes hold packets: stop them now.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let held = net.metric("mix-1a", "lethe_queue_depth").await

@@ -123,7 +123,7 @@ impl Default for MixingSection {
 #[serde(deny_unknown_fields, default)]
 pub struct ReplaySection {
     /// Tags per Bloom generation; a replay is caught among at least this many recent
-    /// packets (default 4000000: 2 x 14.4 MB at the default rate).
+    /// packets (default 4000000: 2 x 18 MB at the default rate).
     pub capacity: u64,
     /// False-positive rate per generation (default 1e-6): an honest packet wrongly dropped.
     pub false_positive_rate: f64,

@@ -379,11 +379,20 @@ async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Timestamp, Durat
     let mut shutdown = shared.shutdown.clone();
     let mut drain_until: Option<Instant> = None;
     let grace = Duration::from_millis(shared.cfg.mixing.shutdown_grace_ms);
+    // While draining, leave early only once the queue is empty and nothing has come in for
+    // this long: packets may still be on their way from the previous hop.
+    let quiet = Duration::from_millis(200).min(grace);
+    let mut last_arrival = Instant::now();
     loop {
         let wake = queue.poll_timeout().map(|t| shared.instant(t));
+        let quiet_check = match drain_until {
+            Some(_) if queue.is_empty() => Some(last_arrival + quiet),
+            _ => None,
+        };
         tokio::select! {
             item = rx.recv() => match item {
                 Some((arrival, delay, s)) => {
+                    last_arrival = Instant::now();
                     if queue.push(arrival, s, delay).is_err() {
                         shared.metrics.count_drop(Reason::QueueFull);
                     }
@@ -397,21 +406,23 @@ async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Timestamp, Durat
                 }
             }
             _ = sleep_until_opt(drain_until) => {}
+            _ = sleep_until_opt(quiet_check) => {}
         }
         let now = shared.now();
         while let Some((_, s)) = queue.pop_ready(now) {
             dispatch(&shared, s);
         }
         shared.metrics.queue_depth.set(queue.len() as i64);
-        if let Some(deadline) = drain_until
-            && (queue.is_empty() || Instant::now() >= deadline)
-        {
-            let left = queue.drain().count();
-            for _ in 0..left {
-                shared.metrics.count_drop(Reason::Shutdown);
+        if let Some(deadline) = drain_until {
+            let idle = queue.is_empty() && last_arrival.elapsed() >= quiet;
+            if idle || Instant::now() >= deadline {
+                let left = queue.drain().count();
+                for _ in 0..left {
+                    shared.metrics.count_drop(Reason::Shutdown);
+                }
+                shared.metrics.queue_depth.set(0);
+                return;
             }
-            shared.metrics.queue_depth.set(0);
-            return;
         }
     }
 }

@@ -237,10 +237,15 @@ impl SphinxNode {
                         cap,
                     });
                 }
+                // `SphinxPacket::to_bytes` collects byte by byte through an iterator chain;
+                // two slice copies do the same work several times faster.
+                let mut bytes = Vec::with_capacity(PACKET_SIZE);
+                bytes.extend_from_slice(&next_hop_packet.header.to_bytes());
+                bytes.extend_from_slice(next_hop_packet.payload.as_bytes());
                 Ok(Processed::Forward {
                     next: NodeId::from_bytes(next_hop_address.to_bytes()),
                     delay,
-                    packet: Packet::from_vec(next_hop_packet.to_bytes())?,
+                    packet: Packet::from_vec(bytes)?,
                 })
             }
             ProcessedPacketData::FinalHop {

@@ -19,7 +19,10 @@ use lethe_client::{Client, ClientConfig, ConnectOptions};
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    for bin in ["lethe-node", "lethe-client"] {
+    for (bin, sources) in [
+        ("lethe-node", ["proto/src", "net/src", "node/src"]),
+        ("lethe-client", ["proto/src", "net/src", "client/src"]),
+    ] {
         let built = std::fs::metadata(dir.join(bin))
             .and_then(|m| m.modified())
             .unwrap_or_else(|_| {
@@ -28,7 +31,7 @@ pub fn bin_dir() -> PathBuf {
                     dir.display()
                 )
             });
-        let newest = ["proto/src", "net/src", "node/src", "client/src"]
+        let newest = sources
             .iter()
             .filter_map(|d| newest_mtime(&workspace().join(d)))
             .max();
