@@ -220,6 +220,7 @@ fn main() -> anyhow::Result<()> {
                         "offered/s",
                         "forwarded/s",
                         "cpu us/pkt",
+                        "vs sphinx",
                         "p50 us",
                         "p99 us",
                         "p99.9 us",
@@ -230,8 +231,8 @@ fn main() -> anyhow::Result<()> {
                 )
             );
             println!(
-                "saturation: {:.0} packets/s; relay peak RSS {:.1} MiB",
-                r.saturation_pps, r.peak_rss_mib
+                "saturation: {:.0} packets/s; relay peak RSS {:.1} MiB; sphinx-packet process: {:.1} us/packet in this run",
+                r.saturation_pps, r.peak_rss_mib, r.sphinx_process_us
             );
             if let Some(p) = &out.plot {
                 let lat = r
@@ -326,6 +327,7 @@ fn step_row(s: &node::Step) -> Vec<String> {
         format!("{:.0}", s.offered_pps),
         format!("{:.0}", s.forwarded_pps),
         format!("{:.1}", s.cpu_us_per_packet),
+        format!("{:.2}x", s.cpu_over_sphinx_process),
         s.added_latency.p50_us.to_string(),
         s.added_latency.p99_us.to_string(),
         s.added_latency.p999_us.to_string(),

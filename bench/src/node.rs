@@ -54,6 +54,8 @@ pub struct Step {
     pub added_latency: Percentiles,
     pub dropped: u64,
     pub lost: u64,
+    /// Relay CPU per packet over `sphinx-packet`'s bare `process`, timed in this run.
+    pub cpu_over_sphinx_process: f64,
 }
 
 /// Results of `node`.
@@ -63,6 +65,8 @@ pub struct NodeReport {
     pub delay_ms: u64,
     pub steps: Vec<Step>,
     pub saturation_pps: f64,
+    /// `sphinx-packet`'s `from_bytes` + `process` on these packets, one thread, us.
+    pub sphinx_process_us: f64,
     pub half_saturation: Option<Step>,
     pub peak_rss_mib: f64,
 }
@@ -418,6 +422,7 @@ async fn measure_step(
         added_latency: lat.summary(),
         dropped,
         lost: offered - arrived,
+        cpu_over_sphinx_process: 0.0,
     })
 }
 
@@ -426,17 +431,28 @@ pub async fn run(opts: NodeOpts, progress: &indicatif::ProgressBar) -> anyhow::R
     let dir = tempfile::tempdir()?;
     progress.set_message("starting authority and relay");
     let bed = setup(dir.path(), &opts).await?;
-    let budget: usize = opts
-        .rates
-        .iter()
-        .map(|r| (*r as f64 * opts.step_secs).ceil() as usize + 64)
-        .sum::<usize>()
+    let budget: usize = (opts.rates.first().copied().unwrap_or(100) as f64
+        * opts.step_secs.min(1.0)) as usize
+        + opts
+            .rates
+            .iter()
+            .map(|r| (*r as f64 * opts.step_secs).ceil() as usize + 64)
+            .sum::<usize>()
         + (opts.rates.iter().max().copied().unwrap_or(0) as f64 * opts.step_secs) as usize / 2
         + 64;
     progress.set_length(budget as u64);
     progress.set_message("pre-building packets");
     let delay = Duration::from_millis(opts.delay_ms);
     let (packets, index) = build(&bed, budget, delay, progress)?;
+    // The reference cost, in this run: sphinx-packet's own hop on up to 2000 of the packets.
+    let sample = &packets[..packets.len().min(2000)];
+    let sk = sphinx_packet::crypto::PrivateKey::from(bed.relay_secret);
+    let t = Instant::now();
+    for p in sample {
+        let ok = sphinx_packet::SphinxPacket::from_bytes(p).and_then(|x| x.process(&sk));
+        anyhow::ensure!(ok.is_ok(), "sphinx-packet refused a bench packet");
+    }
+    let sphinx_process_us = t.elapsed().as_secs_f64() * 1e6 / sample.len().max(1) as f64;
     let sends: Vec<AtomicU64> = (0..packets.len()).map(|_| AtomicU64::new(0)).collect();
     let arrivals: Arc<Vec<AtomicU64>> =
         Arc::new((0..packets.len()).map(|_| AtomicU64::new(0)).collect());
@@ -465,6 +481,11 @@ pub async fn run(opts: NodeOpts, progress: &indicatif::ProgressBar) -> anyhow::R
     progress.set_position(0);
     progress.set_message("offering load");
     let mut saturation: f64 = 0.0;
+    // Warm up (links, allocations, caches) at the first rate, unmeasured.
+    let warm = opts.step_secs.min(1.0);
+    let first = opts.rates.first().copied().unwrap_or(100) as f64;
+    offer(&mut send, &packets, &mut next, first, warm, &sends, origin).await?;
+    tokio::time::sleep(Duration::from_millis(opts.delay_ms + 300)).await;
     for &r in &opts.rates {
         let step = measure_step(&load, &mut send, &mut next, r as f64).await?;
         progress.inc(1);
@@ -476,7 +497,18 @@ pub async fn run(opts: NodeOpts, progress: &indicatif::ProgressBar) -> anyhow::R
         }
     }
     progress.set_message("half of saturation");
-    let half = if saturation > 0.0
+    // After an overload the relay still holds a backlog: wait until it has forwarded what
+    // it will (its packet counter stands still for a second), at most 15 s.
+    let mut last = -1.0;
+    for _ in 0..15 {
+        let out = metric(bed.relay_metrics, "lethe_packets_out_total").await;
+        if out == last {
+            break;
+        }
+        last = out;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let mut half = if saturation > 0.0
         && next + (saturation / 2.0 * opts.step_secs) as usize <= packets.len()
     {
         Some(measure_step(&load, &mut send, &mut next, saturation / 2.0).await?)
@@ -487,7 +519,11 @@ pub async fn run(opts: NodeOpts, progress: &indicatif::ProgressBar) -> anyhow::R
     let rss = peak_rss_mib(bed.relay.pid())?;
     let _ = send.finish();
     conn.close(0u32.into(), b"done");
+    for st in steps.iter_mut().chain(half.iter_mut()) {
+        st.cpu_over_sphinx_process = crate::stats::ratio(st.cpu_us_per_packet, sphinx_process_us);
+    }
     Ok(NodeReport {
+        sphinx_process_us,
         workers: opts.workers,
         delay_ms: opts.delay_ms,
         steps,

@@ -173,7 +173,7 @@ fn main() -> anyhow::Result<()> {
                 );
             }
             let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+                .worker_threads(1)
                 .enable_all()
                 .build()?;
             let shown = dir.display().to_string();

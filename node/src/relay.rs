@@ -45,6 +45,12 @@ struct Scheduled {
     packet: Packet,
 }
 
+/// A processed packet on its way to the mix queue: arrival time, requested delay, packet.
+type Timed = (Timestamp, Duration, Scheduled);
+
+/// Most packets a worker takes off the queue at once (one wake-up of the scheduler each).
+const WORKER_BATCH: usize = 32;
+
 /// A packet read from the wire, for the crypto pool.
 struct Job {
     arrival: Timestamp,
@@ -254,7 +260,7 @@ impl Relay {
             n => n,
         };
         let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(8192);
-        let (sched_tx, sched_rx) = mpsc::channel::<(Timestamp, Duration, Scheduled)>(65_536);
+        let (sched_tx, sched_rx) = mpsc::channel::<Vec<Timed>>(4096);
         // The delay cap follows the directory's max_delay_ms; nothing is forwarded before
         // the first topology arrives anyway.
         let sphinx = shared.sphinx.clone();
@@ -317,36 +323,48 @@ fn crypto_worker(
     sphinx: Arc<SphinxNode>,
     replay: Arc<Mutex<ReplayFilter>>,
     jobs: crossbeam_channel::Receiver<Job>,
-    sched: mpsc::Sender<(Timestamp, Duration, Scheduled)>,
+    sched: mpsc::Sender<Vec<Timed>>,
 ) {
-    while let Ok(job) = jobs.recv() {
-        let result = sphinx.process(&job.bytes, |tag| lock(&replay).check_and_insert(tag));
-        match result {
-            Ok(Processed::Forward {
-                next,
-                delay,
-                packet,
-            }) => {
-                if sched
-                    .blocking_send((job.arrival, delay, Scheduled { next, packet }))
-                    .is_err()
-                {
+    let mut batch: Vec<Job> = Vec::with_capacity(WORKER_BATCH);
+    while let Ok(first) = jobs.recv() {
+        batch.push(first);
+        while batch.len() < WORKER_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut out: Vec<Timed> = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            let result = sphinx.process(&job.bytes, |tag| lock(&replay).check_and_insert(tag));
+            match result {
+                Ok(Processed::Forward {
+                    next,
+                    delay,
+                    packet,
+                }) => out.push((job.arrival, delay, Scheduled { next, packet })),
+                Ok(Processed::Deliver {
+                    destination,
+                    message,
+                }) => {
+                    if shared.is_gateway() {
+                        deliver(&shared, destination, message);
+                    } else {
+                        shared.metrics.count_drop(Reason::UnexpectedFinalHop);
+                    }
+                }
+                Err(e) => {
+                    debug!(error = %e, "packet dropped");
+                    shared.metrics.count_drop(Reason::from_error(&e));
+                }
+            }
+        }
+        if !out.is_empty() {
+            let n = out.len();
+            if sched.blocking_send(out).is_err() {
+                for _ in 0..n {
                     shared.metrics.count_drop(Reason::Shutdown);
                 }
-            }
-            Ok(Processed::Deliver {
-                destination,
-                message,
-            }) => {
-                if shared.is_gateway() {
-                    deliver(&shared, destination, message);
-                } else {
-                    shared.metrics.count_drop(Reason::UnexpectedFinalHop);
-                }
-            }
-            Err(e) => {
-                debug!(error = %e, "packet dropped");
-                shared.metrics.count_drop(Reason::from_error(&e));
             }
         }
     }
@@ -374,7 +392,7 @@ fn deliver(shared: &Shared, client: ClientId, msg: Vec<u8>) {
     shared.metrics.mailbox_messages.set(mb.len() as i64);
 }
 
-async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Timestamp, Duration, Scheduled)>) {
+async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Timed>>) {
     let mut queue: MixQueue<Scheduled> = MixQueue::new(shared.cfg.mixing.queue_capacity);
     let mut shutdown = shared.shutdown.clone();
     let mut drain_until: Option<Instant> = None;
@@ -391,10 +409,12 @@ async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Timestamp, Durat
         };
         tokio::select! {
             item = rx.recv() => match item {
-                Some((arrival, delay, s)) => {
+                Some(batch) => {
                     last_arrival = Instant::now();
-                    if queue.push(arrival, s, delay).is_err() {
-                        shared.metrics.count_drop(Reason::QueueFull);
+                    for (arrival, delay, s) in batch {
+                        if queue.push(arrival, s, delay).is_err() {
+                            shared.metrics.count_drop(Reason::QueueFull);
+                        }
                     }
                 }
                 None => if queue.is_empty() { break },
