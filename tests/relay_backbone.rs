@@ -89,6 +89,24 @@ async fn round_trip(from: &Client, name: &str, to: &Arc<Client>, n: usize) -> us
     check(&rx.await.unwrap(), &sent)
 }
 
+/// A local network on `127.N.0.x` and two subscribed clients, each on its own address:
+/// alice (home gateway-1) on 127.N.1.1 and bob (home gateway-2) on 127.N.1.2.
+async fn network_and_pair(n: u8, mean_delay_ms: u64) -> (LocalNet, Arc<Client>, Arc<Client>) {
+    let net = LocalNet::start(&format!("127.{n}.0"), mean_delay_ms).unwrap();
+    let mut pair = Vec::new();
+    for (name, gw, host) in [("alice", "gateway-1", 1), ("bob", "gateway-2", 2)] {
+        let c = net
+            .client(name, gw, &format!("127.{n}.1.{host}:0"))
+            .await
+            .unwrap();
+        c.subscribe().await.unwrap();
+        pair.push(Arc::new(c));
+    }
+    let bob = pair.pop().unwrap();
+    let alice = pair.pop().unwrap();
+    (net, alice, bob)
+}
+
 async fn close(a: Arc<Client>, b: Arc<Client>) {
     for c in [a, b] {
         if let Ok(c) = Arc::try_unwrap(c) {
@@ -100,19 +118,7 @@ async fn close(a: Arc<Client>, b: Arc<Client>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_exchange_500_messages_each_intact_and_never_early() {
     // A mean of 40 ms per mix: delays large enough that delivering early would show.
-    let net = LocalNet::start("127.61.0", 40).unwrap();
-    let alice = Arc::new(
-        net.client("alice", "gateway-1", "127.61.1.1:0")
-            .await
-            .unwrap(),
-    );
-    let bob = Arc::new(
-        net.client("bob", "gateway-2", "127.61.1.2:0")
-            .await
-            .unwrap(),
-    );
-    alice.subscribe().await.unwrap();
-    bob.subscribe().await.unwrap();
+    let (net, alice, bob) = network_and_pair(61, 40).await;
     let at_bob = collect(bob.clone(), 500, Duration::from_secs(60));
     let at_alice = collect(alice.clone(), 500, Duration::from_secs(60));
     let (to_bob, to_alice) = tokio::join!(
@@ -145,17 +151,7 @@ async fn two_clients_exchange_500_messages_each_intact_and_never_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_garbage_and_strangers_are_dropped_while_the_node_keeps_relaying() {
-    let net = LocalNet::start("127.62.0", 5).unwrap();
-    let alice = net
-        .client("alice", "gateway-1", "127.62.1.1:0")
-        .await
-        .unwrap();
-    let bob = Arc::new(
-        net.client("bob", "gateway-2", "127.62.1.2:0")
-            .await
-            .unwrap(),
-    );
-    bob.subscribe().await.unwrap();
+    let (net, alice, bob) = network_and_pair(62, 5).await;
 
     // A replayed packet is dropped at the first relay; the message arrives once.
     let out = alice.build(&bob.address(), b"only once").unwrap();
@@ -277,25 +273,12 @@ async fn replays_garbage_and_strangers_are_dropped_while_the_node_keeps_relaying
 
     // The gateway keeps relaying honest traffic.
     assert_eq!(round_trip(&alice, "alice", &bob, 50).await, 50);
-    alice.close().await;
-    if let Ok(b) = Arc::try_unwrap(bob) {
-        b.close().await;
-    }
+    close(alice, bob).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_mix_rejoins_and_traffic_continues() {
-    let mut net = LocalNet::start("127.63.0", 5).unwrap();
-    let alice = net
-        .client("alice", "gateway-1", "127.63.1.1:0")
-        .await
-        .unwrap();
-    let bob = Arc::new(
-        net.client("bob", "gateway-2", "127.63.1.2:0")
-            .await
-            .unwrap(),
-    );
-    bob.subscribe().await.unwrap();
+    let (mut net, alice, bob) = network_and_pair(63, 5).await;
     assert_eq!(round_trip(&alice, "before", &bob, 50).await, 50);
 
     net.stop_node("mix-2a").unwrap();
@@ -314,27 +297,14 @@ async fn a_restarted_mix_rejoins_and_traffic_continues() {
     assert!(through > 0.0, "no packet crossed the restarted mix");
     let status = net.stop_node("mix-2a").unwrap().unwrap();
     assert!(status.success(), "clean shutdown exits 0, got {status}");
-    alice.close().await;
-    if let Ok(b) = Arc::try_unwrap(bob) {
-        b.close().await;
-    }
+    close(alice, bob).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_hands_queued_packets_on_at_their_times() {
     // Long delays (mean 300 ms per mix) so packets are sitting in layer-1 queues when
     // both layer-1 mixes get SIGTERM.
-    let mut net = LocalNet::start("127.64.0", 300).unwrap();
-    let alice = net
-        .client("alice", "gateway-1", "127.64.1.1:0")
-        .await
-        .unwrap();
-    let bob = Arc::new(
-        net.client("bob", "gateway-2", "127.64.1.2:0")
-            .await
-            .unwrap(),
-    );
-    bob.subscribe().await.unwrap();
+    let (mut net, alice, bob) = network_and_pair(64, 300).await;
     // Restart both layer-1 mixes as children of the test, to read their exit status.
     for m in ["mix-1a", "mix-1b"] {
         net.stop_node(m).unwrap();
@@ -377,8 +347,5 @@ async fn shutdown_hands_queued_packets_on_at_their_times() {
         );
     }
     assert_eq!(check(&rx.await.unwrap(), &sent), 30);
-    alice.close().await;
-    if let Ok(b) = Arc::try_unwrap(bob) {
-        b.close().await;
-    }
+    close(alice, bob).await;
 }

@@ -14,61 +14,38 @@ fn node(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// `lethe-node init` of a mix of `layer` in `dir`.
+fn init_mix(dir: &str, layer: &str) -> (bool, String) {
+    let key = "ab".repeat(32);
+    node(&[
+        "init",
+        "--dir",
+        dir,
+        "--role",
+        "mix",
+        "--layer",
+        layer,
+        "--listen",
+        "127.0.0.1:1",
+        "--directory",
+        "http://127.0.0.1:2",
+        "--authority-key",
+        &key,
+    ])
+}
+
 #[test]
 fn malformed_config_is_refused_with_the_field_named() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().join("n");
     let dir_s = dir.to_str().unwrap();
-    let key = "ab".repeat(32);
-    let (ok, err) = node(&[
-        "init",
-        "--dir",
-        dir_s,
-        "--role",
-        "mix",
-        "--layer",
-        "1",
-        "--listen",
-        "127.0.0.1:1",
-        "--directory",
-        "http://127.0.0.1:2",
-        "--authority-key",
-        &key,
-    ]);
+    let (ok, err) = init_mix(dir_s, "1");
     assert!(ok, "{err}");
     // init never overwrites a node
-    let (ok, err) = node(&[
-        "init",
-        "--dir",
-        dir_s,
-        "--role",
-        "mix",
-        "--layer",
-        "1",
-        "--listen",
-        "127.0.0.1:1",
-        "--directory",
-        "http://127.0.0.1:2",
-        "--authority-key",
-        &key,
-    ]);
+    let (ok, err) = init_mix(dir_s, "1");
     assert!(!ok && err.contains("refusing to overwrite"), "{err}");
     // an invalid layer at init
-    let (ok, err) = node(&[
-        "init",
-        "--dir",
-        d.path().join("m").to_str().unwrap(),
-        "--role",
-        "mix",
-        "--layer",
-        "7",
-        "--listen",
-        "127.0.0.1:1",
-        "--directory",
-        "http://127.0.0.1:2",
-        "--authority-key",
-        &key,
-    ]);
+    let (ok, err) = init_mix(d.path().join("m").to_str().unwrap(), "7");
     assert!(!ok && err.contains("node.layer"), "{err}");
     // a config edited into nonsense
     let cfg = dir.join("node.toml");
