@@ -93,6 +93,15 @@ pub struct LocalNet {
 impl LocalNet {
     /// Start the network on `PREFIX.x` addresses with the given mean per-hop delay.
     pub fn start(prefix: &str, mean_delay_ms: u64) -> Result<LocalNet> {
+        Self::start_with_env(prefix, mean_delay_ms, &[])
+    }
+
+    /// As [`LocalNet::start`], with extra environment for every node (e.g. `RUST_LOG`).
+    pub fn start_with_env(
+        prefix: &str,
+        mean_delay_ms: u64,
+        env: &[(&str, &str)],
+    ) -> Result<LocalNet> {
         let root = tempfile::tempdir()?;
         let dir = root.path().join("net");
         let out = Command::new("bash")
@@ -102,6 +111,7 @@ impl LocalNet {
             .env("LETHE_BIN_DIR", bin_dir())
             .env("LETHE_PREFIX", prefix)
             .env("LETHE_MEAN_DELAY_MS", mean_delay_ms.to_string())
+            .envs(env.iter().copied())
             .output()?;
         if !out.status.success() {
             bail!(
@@ -198,11 +208,23 @@ impl LocalNet {
 
     /// Start a stopped node again from its directory (same keys), logging to the same file.
     pub fn start_node(&mut self, name: &str) -> Result<()> {
+        self.start_node_with(name, &[], &[])
+    }
+
+    /// As [`LocalNet::start_node`], with extra `run` arguments and environment.
+    pub fn start_node_with(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<()> {
         let info = self.node(name).clone();
         let log = std::fs::OpenOptions::new().append(true).open(&info.log)?;
         let child = Command::new(bin_dir().join("lethe-node"))
             .args(["run", "--dir"])
             .arg(&info.dir)
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
@@ -271,6 +293,25 @@ impl Drop for LocalNet {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Every file under `dir` (recursively) whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return hits;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            hits.extend(files_containing(&p, needle));
+        } else if let Ok(bytes) = std::fs::read(&p)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            hits.push(p);
+        }
+    }
+    hits
 }
 
 /// Parse Prometheus text into `name{labels} -> value`.
