@@ -44,6 +44,32 @@ pub struct NodeConfig {
     /// Network parameters the authority publishes.
     #[serde(default)]
     pub authority: AuthoritySection,
+    /// Admission limits against hostile peers.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Open QUIC connections from one IP address (default 64).
+    pub connections_per_ip: usize,
+    /// Open QUIC connections in all (default 4096).
+    pub max_connections: usize,
+    /// New handshakes accepted per second, all sources together (default 200; bursts of
+    /// up to the same number).
+    pub handshakes_per_sec: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection {
+            connections_per_ip: 64,
+            max_connections: 4096,
+            handshakes_per_sec: 200,
+        }
+    }
 }
 
 /// `[node]`
@@ -284,6 +310,16 @@ impl NodeConfig {
                 "mailbox limits must be at least 1",
             ));
         }
+        let l = &self.limits;
+        if l.connections_per_ip == 0 {
+            return Err(invalid("limits.connections_per_ip", "must be at least 1"));
+        }
+        if l.max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        if l.handshakes_per_sec == 0 {
+            return Err(invalid("limits.handshakes_per_sec", "must be at least 1"));
+        }
         let a = &self.authority;
         if a.epoch_secs == 0 {
             return Err(invalid("authority.epoch_secs", "must be at least 1"));
@@ -341,6 +377,7 @@ mod tests {
             ("bad-fp-rate.toml", "replay.false_positive_rate"),
             ("bad-authority-key.toml", "directory.authority_keys"),
             ("bad-role.toml", "role"),
+            ("bad-limits.toml", "limits.connections_per_ip"),
         ] {
             let err = NodeConfig::parse(&fixture(f)).expect_err(f).to_string();
             assert!(

@@ -7,6 +7,7 @@ use std::path::Path;
 use lethe_net::{TlsIdentity, files};
 use lethe_proto::{Key32, NodeId};
 use rand::Rng;
+use zeroize::Zeroize;
 
 use crate::NodeError;
 
@@ -21,6 +22,14 @@ pub struct NodeKeys {
     pub sphinx: [u8; 32],
     /// QUIC/TLS identity.
     pub tls: TlsIdentity,
+}
+
+impl Drop for NodeKeys {
+    fn drop(&mut self) {
+        // Best effort: overwrite the secrets we own before the memory is freed.
+        self.identity.zeroize();
+        self.sphinx.zeroize();
+    }
 }
 
 impl std::fmt::Debug for NodeKeys {

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use lethe_node::config::{
-    AuthoritySection, DirectorySection, GatewaySection, MixingSection, NodeSection, ReplaySection,
+    AuthoritySection, DirectorySection, GatewaySection, LimitsSection, MixingSection, NodeSection,
+    ReplaySection,
 };
 use lethe_node::{NodeConfig, NodeKeys, NodeRole};
 
@@ -138,6 +139,7 @@ fn main() -> anyhow::Result<()> {
                 mixing: MixingSection::default(),
                 replay: ReplaySection::default(),
                 gateway: GatewaySection::default(),
+                limits: LimitsSection::default(),
                 authority: AuthoritySection {
                     network,
                     epoch_secs,

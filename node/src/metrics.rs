@@ -94,7 +94,7 @@ pub struct Metrics {
     /// Messages handed to connected clients or their mailbox (gateways).
     pub delivered: AtomicU64,
     dropped: [AtomicU64; 16],
-    /// Incoming connections refused (unknown relays at a mix).
+    /// Incoming connections refused: unknown relays at a mix, or over the admission limits.
     pub connections_refused: AtomicU64,
     /// Packets in the mix queue.
     pub queue_depth: Gauge,
@@ -149,7 +149,7 @@ impl Metrics {
             ),
             (
                 "lethe_connections_refused_total",
-                "Incoming connections refused.",
+                "Incoming connections refused (unknown relay, or over a limit).",
                 c(&self.connections_refused),
             ),
         ] {

@@ -8,7 +8,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use lethe_net::link::{ReadOutcome, push_frame, read_frame, write_frame};
 use lethe_net::tls::{self, peer_cert_hash};
 use lethe_net::{NetError, Sensitive, http};
 use lethe_proto::packet::PACKET_SIZE;
+use lethe_proto::limit::{Counters, TokenBucket};
 use lethe_proto::topology::{NodeDescriptor, Role};
 use lethe_proto::{
     ClientId, FrameKind, Key32, Mailbox, MixQueue, NodeId, Packet, Processed, ReplayFilter,
@@ -83,6 +84,10 @@ struct Shared {
     mailbox: Mutex<Mailbox>,
     shutdown: watch::Receiver<bool>,
     sphinx: Arc<SphinxNode>,
+    /// Open connections per source address and in all.
+    connections: Mutex<Counters<IpAddr>>,
+    /// New handshakes per second.
+    handshakes: Mutex<TokenBucket>,
     /// Milliseconds since `origin` of the last on-demand topology fetch (rate limit).
     last_fetch_ms: std::sync::atomic::AtomicU64,
 }
@@ -217,6 +222,15 @@ impl Relay {
             mailbox: Mutex::new(mailbox),
             shutdown: shutdown.clone(),
             last_fetch_ms: Default::default(),
+            connections: Mutex::new(Counters::new(
+                cfg.limits.connections_per_ip,
+                cfg.limits.max_connections,
+            )),
+            handshakes: Mutex::new(TokenBucket::new(
+                f64::from(cfg.limits.handshakes_per_sec),
+                f64::from(cfg.limits.handshakes_per_sec),
+                Timestamp::ZERO,
+            )),
             sphinx: Arc::new(SphinxNode::new(keys.sphinx, Duration::ZERO)),
             keys,
             cfg,
@@ -550,14 +564,23 @@ async fn accept_loop(shared: Arc<Shared>, jobs: crossbeam_channel::Sender<Job>) 
             incoming.refuse();
             continue;
         }
+        let ip = incoming.remote_address().ip();
+        let admitted = lock(&shared.handshakes).try_take(shared.now())
+            && lock(&shared.connections).acquire(ip);
+        if !admitted {
+            shared.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            incoming.refuse();
+            continue;
+        }
         let sh = shared.clone();
         let jobs = jobs.clone();
         tokio::spawn(async move {
             let remote = Sensitive::new(incoming.remote_address());
             match incoming.await {
-                Ok(conn) => serve_connection(sh, conn, jobs).await,
+                Ok(conn) => serve_connection(sh.clone(), conn, jobs).await,
                 Err(e) => debug!(peer = %remote, error = %e, "handshake failed"),
             }
+            lock(&sh.connections).release(ip);
         });
     }
 }

@@ -3,6 +3,7 @@
 pub mod address;
 pub mod error;
 pub mod frame;
+pub mod limit;
 pub mod mailbox;
 pub mod packet;
 pub mod queue;
