@@ -101,6 +101,7 @@ fn stand_in(
         address,
         sphinx_key: sphinx_public_key(&sphinx),
         tls_cert: tls.cert_hash(),
+        published: lethe_net::unix_now(),
     };
     let hop = HopSpec {
         id: d.id,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use lethe_net::directory::{DESCRIPTORS_PATH, TOPOLOGY_PATH};
 use lethe_net::{http, unix_now};
+use lethe_proto::topology::NodeDescriptor;
 use lethe_proto::{NodeId, SignedDescriptor, SignedTopology, TopologyBody};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -15,6 +16,11 @@ use tracing::{info, warn};
 use crate::NodeError;
 use crate::config::{AuthoritySection, NodeConfig};
 use crate::keys::NodeKeys;
+
+/// Most relays one authority lists.
+pub const MAX_NODES: usize = 5000;
+/// How far in the future a descriptor's publication time may be.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 120;
 
 /// In-memory state of the authority.
 pub struct AuthorityState {
@@ -39,14 +45,56 @@ impl AuthorityState {
         }
     }
 
-    /// Accept a descriptor upload if it is validly self-signed.
+    /// Accept a descriptor upload if it is validly self-signed, fresh (published within
+    /// the descriptor lifetime, not in the future beyond clock skew), not older than the one
+    /// held, and does not claim another node's certificate.
     pub fn register(
         &mut self,
         d: SignedDescriptor,
         now: u64,
     ) -> Result<NodeId, lethe_proto::Error> {
         let desc = d.verify()?;
-        let changed = self.nodes.get(&desc.id).is_none_or(|(old, _)| *old != d);
+        let refuse = |reason: String| lethe_proto::Error::Invalid {
+            field: "descriptor",
+            reason,
+        };
+        if desc.published > now + MAX_CLOCK_SKEW_SECS {
+            return Err(refuse("published in the future".into()));
+        }
+        if desc.published + self.params.descriptor_ttl_secs < now {
+            return Err(refuse("stale: published too long ago".into()));
+        }
+        let held = match self.nodes.get(&desc.id) {
+            Some((h, _)) => Some(h.verify()?),
+            None => None,
+        };
+        match &held {
+            Some(h) if desc.published < h.published => {
+                return Err(refuse("older than the descriptor held".into()));
+            }
+            None if self.nodes.len() >= MAX_NODES => {
+                return Err(refuse(format!("directory is full ({MAX_NODES} nodes)")));
+            }
+            _ => {}
+        }
+        let cert_taken = self.nodes.iter().any(|(id, (other, _))| {
+            *id != desc.id && other.verify().is_ok_and(|o| o.tls_cert == desc.tls_cert)
+        });
+        if cert_taken {
+            return Err(refuse("certificate already used by another node".into()));
+        }
+        // A re-registration that only refreshes the publication time changes nothing
+        // clients need; the document is re-signed with it at the next epoch.
+        let same = |h: &NodeDescriptor| {
+            NodeDescriptor {
+                published: 0,
+                ..h.clone()
+            } == NodeDescriptor {
+                published: 0,
+                ..desc.clone()
+            }
+        };
+        let changed = !held.as_ref().is_some_and(same);
         if changed {
             info!(node = %desc.id.short(), role = ?desc.role, layer = ?desc.layer, "descriptor accepted");
             self.dirty = true;
@@ -151,9 +199,13 @@ pub async fn run(
 mod tests {
     use super::*;
     use lethe_proto::Key32;
-    use lethe_proto::topology::{NodeDescriptor, Role, identity_public_key};
+    use lethe_proto::topology::{Role, identity_public_key};
 
     fn signed(i: u8, port: u16) -> SignedDescriptor {
+        signed_at(i, port, 1000)
+    }
+
+    fn signed_at(i: u8, port: u16, published: u64) -> SignedDescriptor {
         let secret = [i; 32];
         let d = NodeDescriptor {
             id: NodeId(identity_public_key(&secret)),
@@ -162,6 +214,7 @@ mod tests {
             address: ([127, 0, 0, i], port).into(),
             sphinx_key: Key32([i; 32]),
             tls_cert: Key32([i; 32]),
+            published,
         };
         SignedDescriptor::sign(&d, &secret).unwrap()
     }
@@ -200,9 +253,42 @@ mod tests {
         assert_eq!(t3.nodes().len(), 1);
         let t4 = parse(st.document(1100).unwrap()).verify(&[auth], 1, 1100);
         assert!(t4.is_ok());
+        // a newer descriptor replaces the held one; replaying the older one is refused
+        st.register(signed_at(5, 1, 1090), 1100).unwrap();
+        st.register(signed_at(5, 2, 1095), 1100).unwrap();
+        let err = st.register(signed_at(5, 1, 1090), 1100).unwrap_err();
+        assert!(err.to_string().contains("older"), "{err}");
+        // stale and future descriptors are refused
+        assert!(
+            st.register(signed_at(6, 1, 1000), 1100)
+                .unwrap_err()
+                .to_string()
+                .contains("stale")
+        );
+        assert!(
+            st.register(signed_at(6, 1, 2000), 1100)
+                .unwrap_err()
+                .to_string()
+                .contains("future")
+        );
+        // a descriptor claiming another node's certificate is refused
+        let secret = [8u8; 32];
+        let squatter = NodeDescriptor {
+            id: NodeId(identity_public_key(&secret)),
+            role: Role::Gateway,
+            layer: None,
+            address: ([127, 0, 0, 8], 1).into(),
+            sphinx_key: Key32([8; 32]),
+            tls_cert: Key32([5; 32]),
+            published: 1100,
+        };
+        let err = st
+            .register(SignedDescriptor::sign(&squatter, &secret).unwrap(), 1100)
+            .unwrap_err();
+        assert!(err.to_string().contains("certificate"), "{err}");
         // a forged descriptor (signed by another key) is refused
-        let mut forged = signed(3, 1);
-        forged.signature = signed(4, 1).signature;
+        let mut forged = signed_at(3, 1, 1100);
+        forged.signature = signed_at(4, 1, 1100).signature;
         assert!(st.register(forged, 1100).is_err());
     }
 }

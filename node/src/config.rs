@@ -300,8 +300,11 @@ impl NodeConfig {
         if r.capacity == 0 || r.capacity > 1 << 32 {
             return Err(invalid("replay.capacity", "must be between 1 and 2^32"));
         }
-        if !(r.false_positive_rate > 0.0 && r.false_positive_rate < 0.5) {
-            return Err(invalid("replay.false_positive_rate", "must be in (0, 0.5)"));
+        if !(1e-12..0.5).contains(&r.false_positive_rate) {
+            return Err(invalid(
+                "replay.false_positive_rate",
+                "must be in [1e-12, 0.5)",
+            ));
         }
         let g = &self.gateway;
         if g.mailbox_per_client == 0 || g.mailbox_total == 0 {

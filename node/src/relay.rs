@@ -17,8 +17,8 @@ use lethe_net::directory::DirectoryClient;
 use lethe_net::link::{ReadOutcome, push_frame, read_frame, write_frame};
 use lethe_net::tls::{self, peer_cert_hash};
 use lethe_net::{NetError, Sensitive, http};
-use lethe_proto::packet::PACKET_SIZE;
 use lethe_proto::limit::{Counters, TokenBucket};
+use lethe_proto::packet::PACKET_SIZE;
 use lethe_proto::topology::{NodeDescriptor, Role};
 use lethe_proto::{
     ClientId, FrameKind, Key32, Mailbox, MixQueue, NodeId, Packet, Processed, ReplayFilter,
@@ -58,11 +58,20 @@ struct Job {
     bytes: Vec<u8>,
 }
 
+/// One accepted connection, shared by its stream readers.
+struct ConnCtx {
+    conn: quinn::Connection,
+    /// Hash of the peer's certificate: a relay's pinned identity, or a client's id.
+    cert: Key32,
+    /// Sequence number of this connection's subscription; 0 until it subscribes (once).
+    session: std::sync::atomic::AtomicU64,
+}
+
 /// Who is at the other end of a connection.
 #[derive(Clone, Copy, Debug)]
 enum Peer {
     Node(NodeId),
-    Client(ClientId),
+    Client,
 }
 
 /// A subscribed client: a sequence number (to tell connections apart) and its queue.
@@ -132,7 +141,7 @@ impl Shared {
         *self.shutdown.borrow()
     }
 
-    fn descriptor(&self) -> NodeDescriptor {
+    fn descriptor(&self, published: u64) -> NodeDescriptor {
         NodeDescriptor {
             id: self.me,
             role: if self.is_gateway() {
@@ -144,6 +153,7 @@ impl Shared {
             address: self.cfg.node.public_address.unwrap_or(self.cfg.node.listen),
             sphinx_key: self.keys.sphinx_public(),
             tls_cert: self.keys.tls.cert_hash(),
+            published,
         }
     }
 }
@@ -415,6 +425,7 @@ async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Timed>>) {
     // this long: packets may still be on their way from the previous hop.
     let quiet = Duration::from_millis(200).min(grace);
     let mut last_arrival = Instant::now();
+    let mut inputs_open = true;
     loop {
         let wake = queue.poll_timeout().map(|t| shared.instant(t));
         let quiet_check = match drain_until {
@@ -422,7 +433,7 @@ async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Timed>>) {
             _ => None,
         };
         tokio::select! {
-            item = rx.recv() => match item {
+            item = rx.recv(), if inputs_open => match item {
                 Some(batch) => {
                     last_arrival = Instant::now();
                     for (arrival, delay, s) in batch {
@@ -431,7 +442,13 @@ async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Timed>>) {
                         }
                     }
                 }
-                None => if queue.is_empty() { break },
+                None => {
+                    // Every worker is gone: release what is queued, then stop.
+                    inputs_open = false;
+                    if queue.is_empty() {
+                        break;
+                    }
+                }
             },
             _ = sleep_until_opt(wake) => {}
             r = shutdown.changed(), if drain_until.is_none() => {
@@ -511,7 +528,7 @@ async fn link_task(shared: Arc<Shared>, peer: NodeId, mut rx: mpsc::Receiver<Pac
         let conn = match conn {
             Ok(c) => c,
             Err(e) => {
-                debug!(peer = %who, error = %e, "link connect failed");
+                debug!(peer = %who, error = %Sensitive::new(e.to_string()), "link connect failed");
                 if rx.is_closed() && rx.is_empty() && batch.is_empty() {
                     return;
                 }
@@ -568,7 +585,10 @@ async fn accept_loop(shared: Arc<Shared>, jobs: crossbeam_channel::Sender<Job>) 
         let admitted = lock(&shared.handshakes).try_take(shared.now())
             && lock(&shared.connections).acquire(ip);
         if !admitted {
-            shared.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
             incoming.refuse();
             continue;
         }
@@ -591,7 +611,7 @@ async fn identify(shared: &Shared, cert: Key32) -> Option<Peer> {
         return Some(Peer::Node(id));
     }
     if shared.is_gateway() {
-        return Some(Peer::Client(ClientId(cert)));
+        return Some(Peer::Client);
     }
     // A mix only talks to relays; the peer may have joined after our last fetch. Look
     // again, at most once a second whatever unknown peers do.
@@ -628,32 +648,44 @@ async fn serve_connection(
         conn.close(code::UNKNOWN_PEER.into(), b"unknown peer");
         return;
     };
-    let is_client = matches!(peer, Peer::Client(_));
+    let is_client = matches!(peer, Peer::Client);
     if is_client {
         shared.metrics.clients_connected.add(1);
     }
     match peer {
         Peer::Node(id) => debug!(relay = %Sensitive::new(id.short()), "relay connection up"),
-        Peer::Client(_) => debug!(peer = %remote, "client connection up"),
+        Peer::Client => debug!(peer = %remote, "client connection up"),
     }
+    let ctx = Arc::new(ConnCtx {
+        conn: conn.clone(),
+        cert,
+        session: std::sync::atomic::AtomicU64::new(0),
+    });
     // Streams are read until the connection closes, also during a shutdown's grace period:
-    // packets already on their way to us are still mixed and handed on.
+    // packets already on their way to us are still mixed and handed on. Finished readers are
+    // reaped as they end, so a peer cycling through streams holds nothing.
     let mut readers = JoinSet::new();
-    while let Ok(recv) = conn.accept_uni().await {
-        readers.spawn(read_stream(
-            shared.clone(),
-            conn.clone(),
-            peer,
-            recv,
-            jobs.clone(),
-        ));
+    loop {
+        tokio::select! {
+            s = conn.accept_uni() => match s {
+                Ok(recv) => {
+                    readers.spawn(read_stream(shared.clone(), ctx.clone(), recv, jobs.clone()));
+                }
+                Err(_) => break,
+            },
+            Some(_) = readers.join_next(), if !readers.is_empty() => {}
+        }
     }
     readers.abort_all();
-    if let Peer::Client(id) = peer {
+    if is_client {
         shared.metrics.clients_connected.add(-1);
-        // Forget the session if it is still this connection's.
+    }
+    // Forget this connection's session (the writer does too when it notices the close).
+    let seq = ctx.session.load(Ordering::Relaxed);
+    if seq != 0 {
+        let id = ClientId(cert);
         let mut sessions = lock(&shared.sessions);
-        if sessions.get(&id).is_some_and(|(_, tx)| tx.is_closed()) {
+        if sessions.get(&id).is_some_and(|(s, _)| *s == seq) {
             sessions.remove(&id);
         }
     }
@@ -662,8 +694,7 @@ async fn serve_connection(
 
 async fn read_stream(
     shared: Arc<Shared>,
-    conn: quinn::Connection,
-    peer: Peer,
+    ctx: Arc<ConnCtx>,
     mut recv: quinn::RecvStream,
     jobs: crossbeam_channel::Sender<Job>,
 ) {
@@ -681,14 +712,19 @@ async fn read_stream(
                     shared.metrics.count_drop(Reason::Overload);
                 }
             }
-            Ok(ReadOutcome::Frame(FrameKind::Subscribe)) => match peer {
-                Peer::Client(id) if shared.is_gateway() => subscribe(&shared, &conn, id),
-                _ => {
+            Ok(ReadOutcome::Frame(FrameKind::Subscribe)) => {
+                // Any peer of a gateway may collect the messages addressed to its own
+                // certificate's hash, once per connection (a relay's certificate cannot
+                // shadow a client's id this way).
+                let first = ctx.session.load(Ordering::Relaxed) == 0;
+                if shared.is_gateway() && first {
+                    subscribe(&shared, &ctx);
+                } else {
                     shared.metrics.count_drop(Reason::BadFrame);
                     let _ = recv.stop(code::BAD_FRAME.into());
                     return;
                 }
-            },
+            }
             Ok(ReadOutcome::Frame(FrameKind::Message)) => {
                 shared.metrics.count_drop(Reason::BadFrame);
                 let _ = recv.stop(code::BAD_FRAME.into());
@@ -712,13 +748,21 @@ async fn read_stream(
 
 /// A client asked for its messages on this connection: register the session, then send the
 /// mailbox and everything that arrives while it stays connected.
-fn subscribe(shared: &Arc<Shared>, conn: &quinn::Connection, client: ClientId) {
+fn subscribe(shared: &Arc<Shared>, ctx: &ConnCtx) {
+    let client = ClientId(ctx.cert);
     let (tx, rx) = mpsc::channel::<Vec<u8>>(1024);
-    let seq = shared.session_seq.fetch_add(1, Ordering::Relaxed);
+    let seq = shared.session_seq.fetch_add(1, Ordering::Relaxed) + 1;
+    if ctx
+        .session
+        .compare_exchange(0, seq, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
     lock(&shared.sessions).insert(client, (seq, tx));
     tokio::spawn(session_writer(
         shared.clone(),
-        conn.clone(),
+        ctx.conn.clone(),
         client,
         seq,
         rx,
@@ -758,9 +802,12 @@ async fn session_writer(
     let failed = loop {
         let msg = match pending.next() {
             Some(m) => m,
-            None => match rx.recv().await {
-                Some(m) => m,
-                None => break None,
+            None => tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => m,
+                    None => break None,
+                },
+                _ = conn.closed() => break None,
             },
         };
         if write_frame(&mut send, FrameKind::Message, &msg)
@@ -787,14 +834,6 @@ async fn session_writer(
 
 /// Register our descriptor and keep the topology fresh.
 async fn directory_task(shared: Arc<Shared>) {
-    let desc = shared.descriptor();
-    let signed = match SignedDescriptor::sign(&desc, &shared.keys.identity) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot sign our descriptor");
-            return;
-        }
-    };
     let register_every = Duration::from_secs(shared.cfg.directory.register_secs);
     let refresh_every = Duration::from_secs(shared.cfg.directory.refresh_secs);
     let mut next_register = Instant::now();
@@ -804,6 +843,17 @@ async fn directory_task(shared: Arc<Shared>) {
     loop {
         let now = Instant::now();
         if now >= next_register {
+            // Signed afresh each time: the authority keeps only the newest descriptor.
+            let signed = match SignedDescriptor::sign(
+                &shared.descriptor(lethe_net::unix_now()),
+                &shared.keys.identity,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot sign our descriptor");
+                    return;
+                }
+            };
             match shared.directory.register(&signed).await {
                 Ok(()) => {
                     if !registered {

@@ -61,10 +61,10 @@ impl ReplayFilter {
                 reason: "must be between 1 and 2^32".into(),
             });
         }
-        if !(fp_rate > 0.0 && fp_rate < 0.5) {
+        if !(1e-12..0.5).contains(&fp_rate) {
             return Err(Error::Invalid {
                 field: "replay.false_positive_rate",
-                reason: "must be in (0, 0.5)".into(),
+                reason: "must be in [1e-12, 0.5)".into(),
             });
         }
         let (bits, hashes) = bloom_sizing(capacity, fp_rate);
@@ -236,7 +236,9 @@ mod tests {
     fn invalid_parameters_name_the_field() {
         let e = ReplayFilter::new([0; 32], 0, 1e-6).unwrap_err();
         assert!(e.to_string().contains("replay.capacity"));
-        let e = ReplayFilter::new([0; 32], 10, 0.0).unwrap_err();
-        assert!(e.to_string().contains("false_positive_rate"));
+        for bad in [0.0, 1e-300, 0.5, f64::NAN] {
+            let e = ReplayFilter::new([0; 32], 10, bad).unwrap_err();
+            assert!(e.to_string().contains("false_positive_rate"));
+        }
     }
 }

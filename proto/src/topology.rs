@@ -19,6 +19,8 @@ use crate::packet::{HopSpec, sample_delay};
 use crate::{Error, Key32, NodeId};
 
 const DESCRIPTOR_DOMAIN: &[u8] = b"lethe descriptor v1\0";
+/// Longest descriptor text accepted (a real one is about 400 bytes).
+pub const MAX_DESCRIPTOR_LEN: usize = 1024;
 const TOPOLOGY_DOMAIN: &[u8] = b"lethe topology v1\0";
 
 /// Number of mix layers in the stratified topology.
@@ -51,6 +53,9 @@ pub struct NodeDescriptor {
     pub sphinx_key: Key32,
     /// BLAKE3 of its TLS certificate (DER); peers pin it.
     pub tls_cert: Key32,
+    /// Unix time the node signed this descriptor; the authority keeps only the newest and
+    /// refuses stale ones, so an old descriptor cannot be replayed.
+    pub published: u64,
 }
 
 impl NodeDescriptor {
@@ -128,12 +133,28 @@ impl SignedDescriptor {
 
     /// Parse and check: valid JSON, sensible fields, and signed by the key it names.
     pub fn verify(&self) -> Result<NodeDescriptor, Error> {
+        if self.descriptor.len() > MAX_DESCRIPTOR_LEN {
+            return Err(Error::Malformed {
+                what: "descriptor",
+                detail: format!(
+                    "{} bytes, at most {MAX_DESCRIPTOR_LEN}",
+                    self.descriptor.len()
+                ),
+            });
+        }
         let d: NodeDescriptor =
             serde_json::from_str(&self.descriptor).map_err(|e| Error::Malformed {
                 what: "descriptor",
                 detail: e.to_string(),
             })?;
         d.validate()?;
+        // Only the canonical encoding: no padding, no reordering, one text per descriptor.
+        if serde_json::to_string(&d).ok().as_deref() != Some(self.descriptor.as_str()) {
+            return Err(Error::Malformed {
+                what: "descriptor",
+                detail: "not in canonical form".into(),
+            });
+        }
         let key = verifying_key(&d.id.0, "descriptor id")?;
         let sig = parse_signature(&self.signature, "descriptor signature")?;
         key.verify_strict(&signing_input(DESCRIPTOR_DOMAIN, &self.descriptor), &sig)
@@ -293,6 +314,12 @@ impl Topology {
                     detail: format!("node {} listed twice", n.id.short()),
                 });
             }
+            if t.by_cert.contains_key(&n.tls_cert) {
+                return Err(Error::Malformed {
+                    what: "topology",
+                    detail: format!("node {} reuses another node's certificate", n.id.short()),
+                });
+            }
             let i = t.nodes.len();
             t.by_id.insert(n.id, i);
             t.by_cert.insert(n.tls_cert, i);
@@ -410,6 +437,7 @@ pub(crate) mod tests {
             address: SocketAddr::from(([127, 0, 0, i], 9000)),
             sphinx_key: Key32([i; 32]),
             tls_cert: Key32([100 + i; 32]),
+            published: 1,
         }
     }
 
@@ -528,9 +556,38 @@ pub(crate) mod tests {
         let mut changed = good.clone();
         changed.descriptor = changed.descriptor.replace("9000", "9001");
         assert!(matches!(changed.verify(), Err(Error::BadSignature { .. })));
+        // padded or reordered JSON is refused even with a valid signature over it
+        let mut padded = SignedDescriptor::sign(&d, &secret(1)).unwrap();
+        padded.descriptor.push(' ');
+        let key = SigningKey::from_bytes(&secret(1));
+        padded.signature = hex::encode(
+            key.sign(&signing_input(DESCRIPTOR_DOMAIN, &padded.descriptor))
+                .to_bytes(),
+        );
+        assert!(
+            padded
+                .verify()
+                .unwrap_err()
+                .to_string()
+                .contains("canonical")
+        );
+        let mut long = good.clone();
+        long.descriptor = " ".repeat(MAX_DESCRIPTOR_LEN + 1);
+        assert!(long.verify().unwrap_err().to_string().contains("at most"));
         let mix_without_layer = descriptor(3, Role::Mix, None);
         let s = SignedDescriptor::sign(&mix_without_layer, &secret(3)).unwrap();
         assert!(s.verify().unwrap_err().to_string().contains("layer"));
+    }
+
+    #[test]
+    fn two_nodes_with_one_certificate_are_refused() {
+        let mut nodes = net();
+        nodes[1].1.tls_cert = nodes[0].1.tls_cert;
+        let doc = SignedTopology::sign(&body(&nodes), &secret(AUTH)).unwrap();
+        let err = doc
+            .verify(&[identity_public_key(&secret(AUTH))], 1, 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("certificate"), "{err}");
     }
 
     #[test]

@@ -52,6 +52,7 @@ fn signed_document() -> SignedTopology {
         address: SocketAddr::from(([127, 0, 0, 1], 9000)),
         sphinx_key: Key32([1; 32]),
         tls_cert: Key32([2; 32]),
+        published: 1,
     };
     let body = TopologyBody {
         network: "fuzz".into(),
