@@ -23,9 +23,10 @@ pub enum Reason {
     MailboxFull,
     Shutdown,
     Malformed,
+    Expired,
 }
 
-const DROPS: [(Reason, &str); 16] = [
+const DROPS: [(Reason, &str); 17] = [
     (Reason::WrongSize, "wrong_size"),
     (Reason::BadMac, "bad_mac"),
     (Reason::Replay, "replay"),
@@ -42,6 +43,7 @@ const DROPS: [(Reason, &str); 16] = [
     (Reason::MailboxFull, "mailbox_full"),
     (Reason::Shutdown, "shutdown"),
     (Reason::Malformed, "malformed"),
+    (Reason::Expired, "mailbox_expired"),
 ];
 
 impl Reason {
@@ -93,7 +95,7 @@ pub struct Metrics {
     pub packets_out: AtomicU64,
     /// Messages handed to connected clients or their mailbox (gateways).
     pub delivered: AtomicU64,
-    dropped: [AtomicU64; 16],
+    dropped: [AtomicU64; 17],
     /// Incoming connections refused: unknown relays at a mix, or over the admission limits.
     pub connections_refused: AtomicU64,
     /// Packets in the mix queue.

@@ -123,9 +123,18 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// Install a newer topology (an older or same-age one, e.g. from a racing fetch, is
+    /// ignored), follow its delay cap, and close links to relays that left it.
     fn set_topology(&self, t: Topology) {
+        if let Some(cur) = self.topology() {
+            let (c, n) = (cur.body(), t.body());
+            if (n.epoch, n.serial) < (c.epoch, c.serial) {
+                return;
+            }
+        }
         self.metrics.topology_nodes.set(t.nodes().len() as i64);
         self.sphinx.set_max_delay(t.max_delay());
+        lock(&self.links).retain(|id, _| t.node(id).is_some());
         let t = Some(Arc::new(t));
         match self.topology.write() {
             Ok(mut g) => *g = t,
@@ -529,7 +538,13 @@ async fn link_task(shared: Arc<Shared>, peer: NodeId, mut rx: mpsc::Receiver<Pac
             Ok(c) => c,
             Err(e) => {
                 debug!(peer = %who, error = %Sensitive::new(e.to_string()), "link connect failed");
-                if rx.is_closed() && rx.is_empty() && batch.is_empty() {
+                if rx.is_closed() {
+                    // The next hop left the topology (or we are stopping): what is still
+                    // waiting for it cannot be delivered.
+                    let left = batch.len() + rx.len();
+                    for _ in 0..left {
+                        shared.metrics.count_drop(Reason::UnknownNextHop);
+                    }
                     return;
                 }
                 tokio::time::sleep(backoff).await;
@@ -787,7 +802,10 @@ async fn session_writer(
     };
     let backlog = {
         let mut mb = lock(&shared.mailbox);
-        let b = mb.take(shared.now(), &client);
+        let (b, expired) = mb.take(shared.now(), &client);
+        for _ in 0..expired {
+            shared.metrics.count_drop(Reason::Expired);
+        }
         shared.metrics.mailbox_messages.set(mb.len() as i64);
         b
     };
@@ -894,6 +912,13 @@ async fn directory_task(shared: Arc<Shared>) {
                     next_refresh = now + Duration::from_secs(1);
                 }
             }
+        }
+        if shared.is_gateway() {
+            let mut mb = lock(&shared.mailbox);
+            for _ in 0..mb.purge(shared.now()) {
+                shared.metrics.count_drop(Reason::Expired);
+            }
+            shared.metrics.mailbox_messages.set(mb.len() as i64);
         }
         let wake = next_register.min(next_refresh);
         let mut sd = shared.shutdown.clone();

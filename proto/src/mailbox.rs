@@ -44,16 +44,20 @@ impl Mailbox {
         Ok(())
     }
 
-    /// Take every unexpired message for `client`, oldest first.
-    pub fn take(&mut self, now: Timestamp, client: &ClientId) -> Vec<Vec<u8>> {
+    /// Take every unexpired message for `client`, oldest first, and how many had expired.
+    pub fn take(&mut self, now: Timestamp, client: &ClientId) -> (Vec<Vec<u8>>, usize) {
         let Some(q) = self.boxes.remove(client) else {
-            return Vec::new();
+            return (Vec::new(), 0);
         };
         self.total -= q.len();
-        q.into_iter()
+        let held = q.len();
+        let fresh: Vec<Vec<u8>> = q
+            .into_iter()
             .filter(|(t, _)| now.saturating_duration_since(*t) <= self.ttl)
             .map(|(_, m)| m)
-            .collect()
+            .collect();
+        let expired = held - fresh.len();
+        (fresh, expired)
     }
 
     /// Drop expired messages; returns how many.
@@ -107,9 +111,9 @@ mod tests {
         assert!(m.push(at(2), c, b"c1".to_vec()).is_err(), "total cap");
         assert_eq!(m.len(), 3);
         // a1 expired at 11, a2 still fresh
-        assert_eq!(m.take(at(11), &a), vec![b"a2".to_vec()]);
+        assert_eq!(m.take(at(11), &a), (vec![b"a2".to_vec()], 1));
         assert_eq!(m.len(), 1);
-        assert!(m.take(at(11), &a).is_empty());
+        assert_eq!(m.take(at(11), &a), (vec![], 0));
         assert_eq!(m.purge(at(100)), 1);
         assert!(m.is_empty());
         // a full mailbox makes room by purging expired messages first
