@@ -6,10 +6,10 @@
 #   scripts/localnet.sh start --dir D   start detached; writes D/localnet.json
 #   scripts/localnet.sh stop --dir D    stop exactly the processes started in D
 #
-# Topology: 1 directory authority, 2 gateways, 2 mixes in each of 3 layers, each node on its
-# own address PREFIX.N (default PREFIX 127.0.0): authority .10 (HTTP :8000), gateways .11
-# and .12, mixes .21 .22 (layer 1), .31 .32 (layer 2), .41 .42 (layer 3); QUIC on :9000,
-# metrics on :9100.
+# Topology: 3 directory authorities (a document needs 2 of their signatures), 2 gateways,
+# 2 mixes in each of 3 layers, each node on its own address PREFIX.N (default PREFIX
+# 127.0.0): authorities .10 .13 .14 (HTTP :8000), gateways .11 and .12, mixes .21 .22
+# (layer 1), .31 .32 (layer 2), .41 .42 (layer 3); QUIC on :9000, metrics on :9100.
 #
 # Environment:
 #   LETHE_BIN_DIR       use the lethe-node/lethe-client binaries in this directory (no build)
@@ -22,8 +22,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PREFIX=${LETHE_PREFIX:-127.0.0}
 MEAN=${LETHE_MEAN_DELAY_MS:-20}
 MAX=${LETHE_MAX_DELAY_MS:-1000}
-AUTH_ADDR="$PREFIX.10:8000"
-DIRECTORY="http://$AUTH_ADDR"
+AUTHS=(10 13 14)
+THRESHOLD=2
+DIRECTORY="http://$PREFIX.10:8000"
 # name role layer host-octet
 NODES=(
   "gateway-1 gateway 0 11"
@@ -67,22 +68,32 @@ start() {
   dir=$(cd "$dir" && pwd)
   [ -n "${BIN:-}" ] || bins
   : > "$dir/pids"
-  local key
-  key=$("$BIN/lethe-node" init --dir "$dir/authority" --role authority --listen "$AUTH_ADDR" \
-    --network localnet --mean-delay-ms "$MEAN" --max-delay-ms "$MAX" 2>/dev/null) \
-    || die "authority init failed"
-  "$BIN/lethe-node" run --dir "$dir/authority" >> "$dir/authority/node.log" 2>&1 &
-  echo "$! authority" >> "$dir/pids"
-  local json_nodes="" sep=""
-  json_nodes+="    {\"name\": \"authority\", \"role\": \"authority\", \"layer\": null, \"listen\": \"$AUTH_ADDR\", \"metrics\": null, \"pid\": $!, \"log\": \"$dir/authority/node.log\", \"dir\": \"$dir/authority\", \"id\": \"$key\"}"
-  sep=",\n"
+  local keys=() key_args=() mirror_args=() json_nodes="" sep="" json_keys="" json_dirs=""
+  for i in "${!AUTHS[@]}"; do
+    local a=${AUTHS[$i]} peer_args=() name="authority-$((i + 1))" key
+    for b in "${AUTHS[@]}"; do
+      [ "$b" != "$a" ] && peer_args+=(--peer "http://$PREFIX.$b:8000")
+    done
+    key=$("$BIN/lethe-node" init --dir "$dir/$name" --role authority --listen "$PREFIX.$a:8000" \
+      --network localnet --mean-delay-ms "$MEAN" --max-delay-ms "$MAX" \
+      --threshold "$THRESHOLD" "${peer_args[@]}" 2>/dev/null) || die "init of $name failed"
+    "$BIN/lethe-node" run --dir "$dir/$name" >> "$dir/$name/node.log" 2>&1 &
+    echo "$! $name" >> "$dir/pids"
+    keys+=("$key")
+    key_args+=(--authority-key "$key")
+    [ "$a" != 10 ] && mirror_args+=(--mirror "http://$PREFIX.$a:8000")
+    json_nodes+="$sep    {\"name\": \"$name\", \"role\": \"authority\", \"layer\": null, \"listen\": \"$PREFIX.$a:8000\", \"metrics\": null, \"pid\": $!, \"log\": \"$dir/$name/node.log\", \"dir\": \"$dir/$name\", \"id\": \"$key\"}"
+    json_keys+="${json_keys:+, }\"$key\""
+    json_dirs+="${json_dirs:+, }\"http://$PREFIX.$a:8000\""
+    sep=",\n"
+  done
   for spec in "${NODES[@]}"; do
     read -r name role layer octet <<< "$spec"
     local host="$PREFIX.$octet" layer_arg=() id
     [ "$layer" != 0 ] && layer_arg=(--layer "$layer")
     id=$("$BIN/lethe-node" init --dir "$dir/$name" --role "$role" "${layer_arg[@]}" \
-      --listen "$host:9000" --metrics "$host:9100" --directory "$DIRECTORY" \
-      --authority-key "$key" --refresh-secs 2 2>/dev/null) || die "init of $name failed"
+      --listen "$host:9000" --metrics "$host:9100" --directory "$DIRECTORY" "${mirror_args[@]}" \
+      "${key_args[@]}" --threshold "$THRESHOLD" --refresh-secs 2 2>/dev/null) || die "init of $name failed"
     "$BIN/lethe-node" run --dir "$dir/$name" >> "$dir/$name/node.log" 2>&1 &
     echo "$! $name" >> "$dir/pids"
     local layer_json=null
@@ -104,9 +115,9 @@ start() {
     stop "$dir"
     die "only $ready of $want relays saw the full topology in 30 s; see the logs in $dir"
   fi
-  printf '{\n  "directory": "%s",\n  "authority_key": "%s",\n  "bin_dir": "%s",\n  "nodes": [\n%b\n  ]\n}\n' \
-    "$DIRECTORY" "$key" "$BIN" "$json_nodes" > "$dir/localnet.json"
-  echo "localnet: $want relays and a directory up; see $dir/localnet.json" >&2
+  printf '{\n  "directory": "%s",\n  "directories": [%s],\n  "authority_keys": [%s],\n  "threshold": %s,\n  "bin_dir": "%s",\n  "nodes": [\n%b\n  ]\n}\n' \
+    "$DIRECTORY" "$json_dirs" "$json_keys" "$THRESHOLD" "$BIN" "$json_nodes" > "$dir/localnet.json"
+  echo "localnet: $want relays and ${#AUTHS[@]} directory authorities up; see $dir/localnet.json" >&2
 }
 
 stop() {
@@ -132,9 +143,10 @@ demo() {
   [ -n "${BIN:-}" ] || bins
   trap 'stop "$dir"; rm -rf "$dir"; exit 0' INT TERM
   start "$dir"
-  local key
-  key=$("$BIN/lethe-node" id --dir "$dir/authority")
-  local common=(--directory "$DIRECTORY" --authority-key "$key")
+  local common=(--directory "$DIRECTORY" --threshold "$THRESHOLD")
+  for i in "${!AUTHS[@]}"; do
+    common+=(--authority-key "$("$BIN/lethe-node" id --dir "$dir/authority-$((i + 1))")")
+  done
   local alice bob
   alice=$("$BIN/lethe-client" init --dir "$dir/alice" "${common[@]}" --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-1")")
   bob=$("$BIN/lethe-client" init --dir "$dir/bob" "${common[@]}" --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-2")")

@@ -103,13 +103,13 @@ pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Re
         let dir = tmp.path().join(format!("client-{i}"));
         let cfg = ClientConfig {
             directory: json["directory"].as_str().unwrap_or_default().to_string(),
-            authority_keys: vec![
-                json["authority_key"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            ],
-            threshold: 1,
+            authority_keys: json["authority_keys"]
+                .as_array()
+                .context("authority_keys")?
+                .iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect(),
+            threshold: json["threshold"].as_u64().unwrap_or(1) as usize,
             gateway: Some(gateways[i % gateways.len()].clone()),
         };
         lethe_client::init(&dir, cfg).await?;

@@ -181,11 +181,7 @@ async fn setup(dir: &Path, opts: &NodeOpts) -> anyhow::Result<Bed> {
     let gen_tls = TlsIdentity::generate()?;
     let (gen_desc, _) = stand_in(1, "127.0.0.1:9".parse()?, &gen_tls)?;
     let (sink_desc, sink_hop) = stand_in(3, sink_addr, &sink_tls)?;
-    let directory = DirectoryClient {
-        url,
-        authorities: vec![Key32::parse_hex(&key, "authority key")?],
-        threshold: 1,
-    };
+    let directory = DirectoryClient::single(url, vec![Key32::parse_hex(&key, "authority key")?], 1);
     // The authority may still be starting.
     let deadline = Instant::now() + Duration::from_secs(15);
     let topo: Topology = loop {

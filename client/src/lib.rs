@@ -93,11 +93,11 @@ impl ClientConfig {
             .iter()
             .map(|k| Key32::parse_hex(k, "authority key"))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(DirectoryClient {
-            url: self.directory.clone(),
+        Ok(DirectoryClient::single(
+            self.directory.clone(),
             authorities,
-            threshold: self.threshold,
-        })
+            self.threshold,
+        ))
     }
 
     fn gateway(&self) -> Result<NodeId, ClientError> {

@@ -7,6 +7,8 @@ use crate::{NetError, http, unix_now};
 
 /// Path of the current topology document.
 pub const TOPOLOGY_PATH: &str = "/v1/topology";
+/// Path of an authority's vote (its body and signature), for its peers.
+pub const VOTE_PATH: &str = "/v1/vote";
 /// Path descriptors are uploaded to.
 pub const DESCRIPTORS_PATH: &str = "/v1/descriptors";
 
@@ -15,6 +17,8 @@ pub const DESCRIPTORS_PATH: &str = "/v1/descriptors";
 pub struct DirectoryClient {
     /// Base URL, e.g. `http://127.0.0.1:8000`.
     pub url: String,
+    /// Further authorities' base URLs.
+    pub mirrors: Vec<String>,
     /// Authority public keys.
     pub authorities: Vec<Key32>,
     /// Signatures needed.
@@ -22,13 +26,38 @@ pub struct DirectoryClient {
 }
 
 impl DirectoryClient {
-    fn endpoint(&self, path: &str) -> String {
-        format!("{}{}", self.url.trim_end_matches('/'), path)
+    /// A client of one authority.
+    pub fn single(url: String, authorities: Vec<Key32>, threshold: usize) -> Self {
+        DirectoryClient {
+            url,
+            mirrors: Vec::new(),
+            authorities,
+            threshold,
+        }
     }
 
-    /// Fetch the current document and verify it.
+    fn urls(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.url).chain(self.mirrors.iter())
+    }
+
+    fn endpoint(base: &str, path: &str) -> String {
+        format!("{}{}", base.trim_end_matches('/'), path)
+    }
+
+    /// Fetch the current document from the first authority that serves a valid one.
     pub async fn fetch(&self) -> Result<Topology, NetError> {
-        let url = self.endpoint(TOPOLOGY_PATH);
+        let mut last = NetError::Directory("no directory configured".into());
+        for base in self.urls() {
+            match self.fetch_from(base).await {
+                Ok(t) => return Ok(t),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn fetch_from(&self, base: &str) -> Result<Topology, NetError> {
+        let url = Self::endpoint(base, TOPOLOGY_PATH);
         let (status, body) = http::request("GET", &url, None).await?;
         if status != 200 {
             return Err(NetError::Directory(format!(
@@ -42,17 +71,24 @@ impl DirectoryClient {
             .map_err(|e| NetError::Directory(e.to_string()))
     }
 
-    /// Upload this node's signed descriptor.
+    /// Upload this node's signed descriptor to every authority; succeeds if one accepted it.
     pub async fn register(&self, d: &SignedDescriptor) -> Result<(), NetError> {
-        let url = self.endpoint(DESCRIPTORS_PATH);
         let body = serde_json::to_vec(d).map_err(|e| NetError::Directory(e.to_string()))?;
-        let (status, reply) = http::request("POST", &url, Some(&body)).await?;
-        if status != 200 {
-            return Err(NetError::Directory(format!(
-                "registration refused ({status}): {}",
-                String::from_utf8_lossy(&reply)
-            )));
+        let mut accepted = 0;
+        let mut last = NetError::Directory("no directory configured".into());
+        for base in self.urls() {
+            let url = Self::endpoint(base, DESCRIPTORS_PATH);
+            match http::request("POST", &url, Some(&body)).await {
+                Ok((200, _)) => accepted += 1,
+                Ok((status, reply)) => {
+                    last = NetError::Directory(format!(
+                        "registration refused ({status}): {}",
+                        String::from_utf8_lossy(&reply)
+                    ))
+                }
+                Err(e) => last = e,
+            }
         }
-        Ok(())
+        if accepted > 0 { Ok(()) } else { Err(last) }
     }
 }

@@ -100,6 +100,9 @@ pub struct NodeSection {
 pub struct DirectorySection {
     /// Base URL of the directory authority, e.g. `http://127.0.0.1:8000`.
     pub url: String,
+    /// Base URLs of further authorities: descriptors are uploaded to every one, and the
+    /// topology is fetched from the first that answers with a valid document.
+    pub mirrors: Vec<String>,
     /// Hex Ed25519 keys of the authorities whose signatures count.
     pub authority_keys: Vec<String>,
     /// How many of them must sign a document (default 1).
@@ -114,6 +117,7 @@ impl Default for DirectorySection {
     fn default() -> Self {
         DirectorySection {
             url: String::new(),
+            mirrors: Vec::new(),
             authority_keys: Vec::new(),
             threshold: 1,
             refresh_secs: 30,
@@ -200,6 +204,11 @@ pub struct AuthoritySection {
     pub max_delay_ms: u64,
     /// A node not re-registered for this long leaves the document (default 300).
     pub descriptor_ttl_secs: u64,
+    /// Base URLs of the other authorities, whose votes this one collects (default none).
+    pub peers: Vec<String>,
+    /// Signatures a document needs before this authority serves it over the last good one
+    /// (default 1; set it to the network's threshold).
+    pub threshold: usize,
 }
 
 impl Default for AuthoritySection {
@@ -210,6 +219,8 @@ impl Default for AuthoritySection {
             mean_delay_ms: 50,
             max_delay_ms: 1000,
             descriptor_ttl_secs: 300,
+            peers: Vec::new(),
+            threshold: 1,
         }
     }
 }
@@ -266,6 +277,9 @@ impl NodeConfig {
             let d = &self.directory;
             if !d.url.starts_with("http://") {
                 return Err(invalid("directory.url", "must be an http:// URL"));
+            }
+            if d.mirrors.iter().any(|m| !m.starts_with("http://")) {
+                return Err(invalid("directory.mirrors", "each must be an http:// URL"));
             }
             if d.authority_keys.is_empty() {
                 return Err(invalid(
@@ -331,6 +345,15 @@ impl NodeConfig {
             return Err(invalid(
                 "authority.max_delay_ms",
                 "must be at least mean_delay_ms",
+            ));
+        }
+        if a.peers.iter().any(|p| !p.starts_with("http://")) {
+            return Err(invalid("authority.peers", "each must be an http:// URL"));
+        }
+        if a.threshold == 0 || a.threshold > a.peers.len() + 1 {
+            return Err(invalid(
+                "authority.threshold",
+                "must be between 1 and the number of authorities",
             ));
         }
         if a.network.is_empty() {

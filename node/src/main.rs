@@ -56,12 +56,18 @@ enum Cmd {
         /// Directory authority URL (relays).
         #[arg(long)]
         directory: Option<String>,
+        /// Further directory authority URLs to upload to and fetch from (repeatable).
+        #[arg(long = "mirror")]
+        mirrors: Vec<String>,
         /// Authority public key in hex (repeatable).
         #[arg(long = "authority-key")]
         authority_keys: Vec<String>,
-        /// Authority signatures a document needs.
+        /// Authority signatures a document needs (for an authority: before it serves it).
         #[arg(long, default_value_t = 1)]
         threshold: usize,
+        /// Authority: another authority's URL, whose votes it collects (repeatable).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
         /// Seconds between topology fetches.
         #[arg(long, default_value_t = 30)]
         refresh_secs: u64,
@@ -107,8 +113,10 @@ fn main() -> anyhow::Result<()> {
             public_address,
             metrics,
             directory,
+            mirrors,
             authority_keys,
             threshold,
+            peers,
             refresh_secs,
             network,
             mean_delay_ms,
@@ -131,6 +139,7 @@ fn main() -> anyhow::Result<()> {
                 },
                 directory: DirectorySection {
                     url: directory.unwrap_or_default(),
+                    mirrors,
                     authority_keys,
                     threshold,
                     refresh_secs,
@@ -145,6 +154,12 @@ fn main() -> anyhow::Result<()> {
                     epoch_secs,
                     mean_delay_ms,
                     max_delay_ms,
+                    peers,
+                    threshold: if role == NodeRole::Authority {
+                        threshold
+                    } else {
+                        1
+                    },
                     ..Default::default()
                 },
             };

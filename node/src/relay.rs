@@ -202,6 +202,7 @@ impl Relay {
             .collect::<Result<Vec<_>, _>>()?;
         let directory = DirectoryClient {
             url: cfg.directory.url.clone(),
+            mirrors: cfg.directory.mirrors.clone(),
             authorities,
             threshold: cfg.directory.threshold,
         };

@@ -84,7 +84,8 @@ pub struct LocalNet {
     pub root: tempfile::TempDir,
     pub prefix: String,
     pub directory: String,
-    pub authority_key: String,
+    pub authority_keys: Vec<String>,
+    pub threshold: usize,
     pub nodes: Vec<NodeInfo>,
     /// Nodes restarted by the test (not known to the script's pid file).
     children: HashMap<String, Child>,
@@ -141,7 +142,13 @@ impl LocalNet {
         Ok(LocalNet {
             prefix: prefix.to_string(),
             directory: s(&json, "directory"),
-            authority_key: s(&json, "authority_key"),
+            authority_keys: json["authority_keys"]
+                .as_array()
+                .context("authority_keys")?
+                .iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect(),
+            threshold: json["threshold"].as_u64().unwrap_or(1) as usize,
             nodes,
             root,
             children: HashMap::new(),
@@ -262,8 +269,8 @@ impl LocalNet {
         let dir = self.root.path().join("clients").join(name);
         let cfg = ClientConfig {
             directory: self.directory.clone(),
-            authority_keys: vec![self.authority_key.clone()],
-            threshold: 1,
+            authority_keys: self.authority_keys.clone(),
+            threshold: self.threshold,
             gateway: Some(self.node(gateway).id.clone()),
         };
         lethe_client::init(&dir, cfg).await?;
