@@ -16,6 +16,8 @@
 #   LETHE_PREFIX        first three octets of the addresses (default 127.0.0)
 #   LETHE_MEAN_DELAY_MS mean per-hop mixing delay (default 20)
 #   LETHE_MAX_DELAY_MS  largest per-hop delay relays accept (default 1000)
+#   LETHE_NODE_ARGS     extra arguments for every relay's `lethe-node run` (tests use
+#                       --unsafe-logging to see everything a relay could log)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -94,7 +96,8 @@ start() {
     id=$("$BIN/lethe-node" init --dir "$dir/$name" --role "$role" "${layer_arg[@]}" \
       --listen "$host:9000" --metrics "$host:9100" --directory "$DIRECTORY" "${mirror_args[@]}" \
       "${key_args[@]}" --threshold "$THRESHOLD" --refresh-secs 2 2>/dev/null) || die "init of $name failed"
-    "$BIN/lethe-node" run --dir "$dir/$name" >> "$dir/$name/node.log" 2>&1 &
+    # shellcheck disable=SC2086 # LETHE_NODE_ARGS is a list of words
+    "$BIN/lethe-node" run --dir "$dir/$name" ${LETHE_NODE_ARGS:-} >> "$dir/$name/node.log" 2>&1 &
     echo "$! $name" >> "$dir/pids"
     local layer_json=null
     [ "$layer" != 0 ] && layer_json=$layer
