@@ -127,6 +127,37 @@ async fn a_flood_from_one_peer_is_bounded_and_honest_traffic_still_flows() {
         }
     }
     let (made, refused) = flood.await.unwrap();
+    // One client connection sending faster than its budget (2000 packets/s, same burst).
+    let ep = quinn::Endpoint::client("127.68.9.10:0".parse().unwrap()).unwrap();
+    let id = TlsIdentity::generate().unwrap();
+    let conn = tls::connect(&ep, &id, gw.listen.parse().unwrap(), cert)
+        .await
+        .unwrap();
+    let mut s = conn.open_uni().await.unwrap();
+    let mut rng = StdRng::seed_from_u64(67);
+    let mut frames = Vec::with_capacity(5000 * (PACKET_SIZE + 4));
+    let mut p = vec![0u8; PACKET_SIZE];
+    for _ in 0..5000 {
+        rng.fill_bytes(&mut p);
+        lethe_net::link::push_frame(&mut frames, FrameKind::Packet, &p).unwrap();
+    }
+    let t0 = Instant::now();
+    s.write_all(&frames).await.unwrap();
+    s.finish().unwrap();
+    let sent_in = t0.elapsed();
+    eprintln!("sent 5000 packets in {sent_in:?}");
+    let limited = net
+        .wait_metric(
+            "gateway-1",
+            "lethe_packets_dropped_total{reason=\"rate_limited\"}",
+            Duration::from_secs(10),
+            |v| v > 0.0,
+        )
+        .await;
+    // Only meaningful if we really sent faster than the budget refills.
+    if sent_in < Duration::from_millis(1400) {
+        limited.unwrap();
+    }
     assert_eq!(got, 40, "honest messages lost during the flood");
     // 64 connections per source address are admitted, the rest refused.
     assert!(made <= 64, "{made} connections admitted from one address");

@@ -172,10 +172,33 @@ pub struct Outgoing {
 pub struct Client {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
-    topology: Arc<Topology>,
+    topology: Arc<std::sync::RwLock<Arc<Topology>>>,
+    refresher: tokio::task::JoinHandle<()>,
     address: ClientAddress,
     send: Mutex<quinn::SendStream>,
     incoming: Mutex<mpsc::Receiver<Vec<u8>>>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
+/// How often a connected client fetches the topology again.
+pub const TOPOLOGY_REFRESH: Duration = Duration::from_secs(30);
+
+/// Keep `slot` filled with the newest valid topology (older documents are ignored).
+async fn refresh_topology(dir: DirectoryClient, slot: Arc<std::sync::RwLock<Arc<Topology>>>) {
+    loop {
+        tokio::time::sleep(TOPOLOGY_REFRESH).await;
+        let Ok(t) = dir.fetch().await else { continue };
+        let mut g = slot.write().unwrap_or_else(|p| p.into_inner());
+        let (old, new) = (g.body(), t.body());
+        if (new.epoch, new.serial) >= (old.epoch, old.serial) {
+            *g = Arc::new(t);
+        }
+    }
 }
 
 impl Client {
@@ -188,7 +211,8 @@ impl Client {
         if !opts.authority_keys.is_empty() {
             cfg.authority_keys = opts.authority_keys;
         }
-        let topology = Arc::new(cfg.directory_client()?.fetch().await?);
+        let directory = cfg.directory_client()?;
+        let topology = Arc::new(directory.fetch().await?);
         let id = TlsIdentity::load(dir)?;
         let gateway = cfg.gateway()?;
         let gw = topology
@@ -202,10 +226,13 @@ impl Client {
         let send = conn.open_uni().await.map_err(NetError::Connection)?;
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(receive_loop(conn.clone(), tx));
+        let topology = Arc::new(std::sync::RwLock::new(topology));
+        let refresher = tokio::spawn(refresh_topology(directory, topology.clone()));
         Ok(Client {
             endpoint,
             conn,
             topology,
+            refresher,
             address: ClientAddress {
                 client: ClientId(id.cert_hash()),
                 gateway,
@@ -220,9 +247,12 @@ impl Client {
         self.address
     }
 
-    /// The topology fetched at connect.
-    pub fn topology(&self) -> &Topology {
-        &self.topology
+    /// The current topology (fetched at connect, refreshed every 30 s).
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology
+            .read()
+            .map(|t| t.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Wrap `msg` for `to`: route entry gateway (ours), a mix of each layer, the recipient's
@@ -235,10 +265,9 @@ impl Client {
             });
         }
         let mut rng = rand::rng();
-        let route = self
-            .topology
-            .choose_route(&mut rng, &self.address.gateway, &to.gateway)?;
-        let delays = self.topology.route_delays(&mut rng, route.len());
+        let topology = self.topology();
+        let route = topology.choose_route(&mut rng, &self.address.gateway, &to.gateway)?;
+        let delays = topology.route_delays(&mut rng, route.len());
         let packet = build_packet(&mut rng, &route, to.client, &delays, msg)?;
         Ok(Outgoing {
             packet,
@@ -279,6 +308,7 @@ impl Client {
 
     /// Finish the link (waiting until the gateway acknowledged every byte) and close.
     pub async fn close(self) {
+        self.refresher.abort();
         {
             let mut s = self.send.lock().await;
             if s.finish().is_ok() {

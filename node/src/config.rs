@@ -60,6 +60,9 @@ pub struct LimitsSection {
     /// New handshakes accepted per second, all sources together (default 200; bursts of
     /// up to the same number).
     pub handshakes_per_sec: u32,
+    /// Packets one client connection may send per second, bursts of as many (default
+    /// 2000); relays' links are not limited.
+    pub client_packets_per_sec: u32,
 }
 
 impl Default for LimitsSection {
@@ -68,6 +71,7 @@ impl Default for LimitsSection {
             connections_per_ip: 64,
             max_connections: 4096,
             handshakes_per_sec: 200,
+            client_packets_per_sec: 2000,
         }
     }
 }
@@ -336,6 +340,12 @@ impl NodeConfig {
         }
         if l.handshakes_per_sec == 0 {
             return Err(invalid("limits.handshakes_per_sec", "must be at least 1"));
+        }
+        if l.client_packets_per_sec == 0 {
+            return Err(invalid(
+                "limits.client_packets_per_sec",
+                "must be at least 1",
+            ));
         }
         let a = &self.authority;
         if a.epoch_secs == 0 {

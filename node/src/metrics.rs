@@ -24,9 +24,10 @@ pub enum Reason {
     Shutdown,
     Malformed,
     Expired,
+    RateLimited,
 }
 
-const DROPS: [(Reason, &str); 17] = [
+const DROPS: [(Reason, &str); 18] = [
     (Reason::WrongSize, "wrong_size"),
     (Reason::BadMac, "bad_mac"),
     (Reason::Replay, "replay"),
@@ -44,6 +45,7 @@ const DROPS: [(Reason, &str); 17] = [
     (Reason::Shutdown, "shutdown"),
     (Reason::Malformed, "malformed"),
     (Reason::Expired, "mailbox_expired"),
+    (Reason::RateLimited, "rate_limited"),
 ];
 
 impl Reason {
@@ -95,7 +97,7 @@ pub struct Metrics {
     pub packets_out: AtomicU64,
     /// Messages handed to connected clients or their mailbox (gateways).
     pub delivered: AtomicU64,
-    dropped: [AtomicU64; 17],
+    dropped: [AtomicU64; 18],
     /// Incoming connections refused: unknown relays at a mix, or over the admission limits.
     pub connections_refused: AtomicU64,
     /// Packets in the mix queue.

@@ -65,6 +65,9 @@ struct ConnCtx {
     cert: Key32,
     /// Sequence number of this connection's subscription; 0 until it subscribes (once).
     session: std::sync::atomic::AtomicU64,
+    /// Packets a client may send per second (relays are not limited): one client cannot
+    /// fill the shared crypto queue and crowd everyone else out.
+    budget: Option<Mutex<TokenBucket>>,
 }
 
 /// Who is at the other end of a connection.
@@ -672,10 +675,12 @@ async fn serve_connection(
         Peer::Node(id) => debug!(relay = %Sensitive::new(id.short()), "relay connection up"),
         Peer::Client => debug!(peer = %remote, "client connection up"),
     }
+    let rate = f64::from(shared.cfg.limits.client_packets_per_sec);
     let ctx = Arc::new(ConnCtx {
         conn: conn.clone(),
         cert,
         session: std::sync::atomic::AtomicU64::new(0),
+        budget: is_client.then(|| Mutex::new(TokenBucket::new(rate, rate, shared.now()))),
     });
     // Streams are read until the connection closes, also during a shutdown's grace period:
     // packets already on their way to us are still mixed and handed on. Finished readers are
@@ -719,6 +724,12 @@ async fn read_stream(
         match read_frame(&mut recv, &mut body).await {
             Ok(ReadOutcome::Frame(FrameKind::Packet)) => {
                 shared.metrics.packet_in();
+                if let Some(b) = &ctx.budget
+                    && !lock(b).try_take(shared.now())
+                {
+                    shared.metrics.count_drop(Reason::RateLimited);
+                    continue;
+                }
                 let bytes = std::mem::replace(&mut body, Vec::with_capacity(PACKET_SIZE));
                 let job = Job {
                     arrival: shared.now(),
