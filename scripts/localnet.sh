@@ -16,6 +16,7 @@
 #   LETHE_PREFIX        first three octets of the addresses (default 127.0.0)
 #   LETHE_MEAN_DELAY_MS mean per-hop mixing delay (default 20)
 #   LETHE_MAX_DELAY_MS  largest per-hop delay relays accept (default 1000)
+#   LETHE_EPOCH_SECS    epoch length: Sphinx keys rotate every epoch (default 3600)
 #   LETHE_NODE_ARGS     extra arguments for every relay's `lethe-node run` (tests use
 #                       --unsafe-logging to see everything a relay could log)
 set -euo pipefail
@@ -24,6 +25,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PREFIX=${LETHE_PREFIX:-127.0.0}
 MEAN=${LETHE_MEAN_DELAY_MS:-20}
 MAX=${LETHE_MAX_DELAY_MS:-1000}
+EPOCH=${LETHE_EPOCH_SECS:-3600}
 AUTHS=(10 13 14)
 THRESHOLD=2
 DIRECTORY="http://$PREFIX.10:8000"
@@ -77,7 +79,7 @@ start() {
       [ "$b" != "$a" ] && peer_args+=(--peer "http://$PREFIX.$b:8000")
     done
     key=$("$BIN/lethe-node" init --dir "$dir/$name" --role authority --listen "$PREFIX.$a:8000" \
-      --network localnet --mean-delay-ms "$MEAN" --max-delay-ms "$MAX" \
+      --network localnet --mean-delay-ms "$MEAN" --max-delay-ms "$MAX" --epoch-secs "$EPOCH" \
       --threshold "$THRESHOLD" "${peer_args[@]}" 2>/dev/null) || die "init of $name failed"
     "$BIN/lethe-node" run --dir "$dir/$name" >> "$dir/$name/node.log" 2>&1 &
     echo "$! $name" >> "$dir/pids"

@@ -78,7 +78,10 @@ async fn three_authorities_agree_and_forgeries_are_refused() {
         role: Role::Mix,
         layer: Some(1),
         address: "127.69.5.5:9000".parse().unwrap(),
-        sphinx_key: Key32([5; 32]),
+        sphinx_keys: vec![lethe_proto::EpochKey {
+            epoch: 1,
+            key: Key32([5; 32]),
+        }],
         tls_cert: Key32([6; 32]),
         published: now,
     };

@@ -224,7 +224,7 @@ async fn replays_garbage_and_strangers_are_dropped_while_the_node_keeps_relaying
     let entry = topo.node(&gw.id.parse().unwrap()).unwrap();
     let entry_hop = HopSpec {
         id: entry.id,
-        sphinx_key: entry.sphinx_key,
+        sphinx_key: entry.key_for(topo.epoch_at(lethe_net::unix_now())).unwrap(),
     };
     let nowhere = HopSpec {
         id: NodeId::from_bytes([7; 32]),

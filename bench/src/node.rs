@@ -94,18 +94,28 @@ fn stand_in(
     let mut sphinx = [0u8; 32];
     rng.fill_bytes(&mut identity);
     rng.fill_bytes(&mut sphinx);
+    // The bench's authority uses the default epoch length: publish the key for this
+    // epoch and the next.
+    let epoch = lethe_net::unix_now() / 3600;
+    let key = sphinx_public_key(&sphinx);
     let d = NodeDescriptor {
         id: NodeId(identity_public_key(&identity)),
         role: Role::Mix,
         layer: Some(role_layer),
         address,
-        sphinx_key: sphinx_public_key(&sphinx),
+        sphinx_keys: vec![
+            lethe_proto::EpochKey { epoch, key },
+            lethe_proto::EpochKey {
+                epoch: epoch + 1,
+                key,
+            },
+        ],
         tls_cert: tls.cert_hash(),
         published: lethe_net::unix_now(),
     };
     let hop = HopSpec {
         id: d.id,
-        sphinx_key: d.sphinx_key,
+        sphinx_key: key,
     };
     Ok((SignedDescriptor::sign(&d, &identity)?, hop))
 }
@@ -172,7 +182,6 @@ async fn setup(dir: &Path, opts: &NodeOpts) -> anyhow::Result<Bed> {
         )?;
     }
     let relay = NodeProcess::start(&relay_dir)?;
-    let relay_secret = files::read_key32(&relay_dir.join("sphinx.key"))?;
 
     let sink_tls = TlsIdentity::generate()?;
     let sink_endpoint =
@@ -203,11 +212,16 @@ async fn setup(dir: &Path, opts: &NodeOpts) -> anyhow::Result<Bed> {
     };
     let relay_id: NodeId = node_cmd(&["id", "--dir", path(&relay_dir)?])?.parse()?;
     let rd = topo.node(&relay_id).context("relay not in topology")?;
+    // Packets for this epoch's key, whose secret the relay keeps in its directory.
+    let epoch = topo.epoch_at(lethe_net::unix_now());
+    let relay_secret = files::read_key32(&relay_dir.join(format!("sphinx-{epoch}.key")))?;
     Ok(Bed {
         _auth: auth,
         relay_hop: HopSpec {
             id: rd.id,
-            sphinx_key: rd.sphinx_key,
+            sphinx_key: rd
+                .key_for(epoch)
+                .context("relay has no key for this epoch")?,
         },
         relay_cert: rd.tls_cert,
         relay,

@@ -174,6 +174,7 @@ pub struct Client {
     conn: quinn::Connection,
     topology: Arc<std::sync::RwLock<Arc<Topology>>>,
     refresher: tokio::task::JoinHandle<()>,
+    directory: DirectoryClient,
     address: ClientAddress,
     send: Mutex<quinn::SendStream>,
     incoming: Mutex<mpsc::Receiver<Vec<u8>>>,
@@ -227,12 +228,13 @@ impl Client {
         let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(receive_loop(conn.clone(), tx));
         let topology = Arc::new(std::sync::RwLock::new(topology));
-        let refresher = tokio::spawn(refresh_topology(directory, topology.clone()));
+        let refresher = tokio::spawn(refresh_topology(directory.clone(), topology.clone()));
         Ok(Client {
             endpoint,
             conn,
             topology,
             refresher,
+            directory,
             address: ClientAddress {
                 client: ClientId(id.cert_hash()),
                 gateway,
@@ -255,6 +257,16 @@ impl Client {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// Fetch the topology now (it is also refreshed every 30 s in the background).
+    pub async fn refresh_topology(&self) -> Result<(), ClientError> {
+        let t = self.directory.fetch().await?;
+        let mut g = self.topology.write().unwrap_or_else(|p| p.into_inner());
+        if (t.body().epoch, t.body().serial) >= (g.body().epoch, g.body().serial) {
+            *g = Arc::new(t);
+        }
+        Ok(())
+    }
+
     /// Wrap `msg` for `to`: route entry gateway (ours), a mix of each layer, the recipient's
     /// gateway; exponential delays at the mixes with the network's mean.
     pub fn build(&self, to: &ClientAddress, msg: &[u8]) -> Result<Outgoing, ClientError> {
@@ -266,7 +278,8 @@ impl Client {
         }
         let mut rng = rand::rng();
         let topology = self.topology();
-        let route = topology.choose_route(&mut rng, &self.address.gateway, &to.gateway)?;
+        let epoch = topology.epoch_at(lethe_net::unix_now());
+        let route = topology.choose_route(&mut rng, &self.address.gateway, &to.gateway, epoch)?;
         let delays = topology.route_delays(&mut rng, route.len());
         let packet = build_packet(&mut rng, &route, to.client, &delays, msg)?;
         Ok(Outgoing {

@@ -161,6 +161,7 @@ impl AuthorityState {
                 // same bytes; grows whenever a node publishes a new descriptor.
                 serial: nodes.iter().map(|(_, _, p)| *p).max().unwrap_or(0),
                 valid_until,
+                epoch_secs: epoch_len,
                 mean_delay_ms: self.params.mean_delay_ms,
                 max_delay_ms: self.params.max_delay_ms,
                 nodes: nodes.into_iter().map(|(_, d, _)| d).collect(),
@@ -347,7 +348,10 @@ mod tests {
             role: Role::Mix,
             layer: Some(1),
             address: ([127, 0, 0, i], port).into(),
-            sphinx_key: Key32([i; 32]),
+            sphinx_keys: vec![lethe_proto::EpochKey {
+                epoch: 10,
+                key: Key32([i; 32]),
+            }],
             tls_cert: Key32([i; 32]),
             published,
         };
@@ -415,7 +419,10 @@ mod tests {
             role: Role::Gateway,
             layer: None,
             address: ([127, 0, 0, 8], 1).into(),
-            sphinx_key: Key32([8; 32]),
+            sphinx_keys: vec![lethe_proto::EpochKey {
+                epoch: 11,
+                key: Key32([8; 32]),
+            }],
             tls_cert: Key32([5; 32]),
             published: 1100,
         };

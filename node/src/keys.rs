@@ -1,6 +1,7 @@
 //! A node's keys on disk, each file 0600: `identity.key` (Ed25519, signs descriptors and, for
-//! an authority, topology documents), `sphinx.key` (X25519, peels packets), and
-//! `tls.crt`/`tls.key` (the QUIC identity peers pin).
+//! an authority, topology documents), `tls.crt`/`tls.key` (the QUIC identity peers pin), and
+//! one `sphinx-EPOCH.key` (X25519, peels packets) per epoch, created ahead of its epoch and
+//! deleted when it has expired.
 
 use std::path::Path;
 
@@ -12,14 +13,11 @@ use zeroize::Zeroize;
 use crate::NodeError;
 
 const IDENTITY_FILE: &str = "identity.key";
-const SPHINX_FILE: &str = "sphinx.key";
 
 /// All of a node's secrets.
 pub struct NodeKeys {
     /// Ed25519 secret.
     pub identity: [u8; 32],
-    /// X25519 Sphinx secret.
-    pub sphinx: [u8; 32],
     /// QUIC/TLS identity.
     pub tls: TlsIdentity,
 }
@@ -28,7 +26,6 @@ impl Drop for NodeKeys {
     fn drop(&mut self) {
         // Best effort: overwrite the secrets we own before the memory is freed.
         self.identity.zeroize();
-        self.sphinx.zeroize();
     }
 }
 
@@ -43,12 +40,9 @@ impl NodeKeys {
     pub fn generate() -> Result<Self, NodeError> {
         let mut rng = rand::rng();
         let mut identity = [0u8; 32];
-        let mut sphinx = [0u8; 32];
         rng.fill_bytes(&mut identity);
-        rng.fill_bytes(&mut sphinx);
         Ok(NodeKeys {
             identity,
-            sphinx,
             tls: TlsIdentity::generate()?,
         })
     }
@@ -56,7 +50,6 @@ impl NodeKeys {
     /// Write all key files into `dir` (refuses to overwrite).
     pub fn save(&self, dir: &Path) -> Result<(), NodeError> {
         files::write_secret(&dir.join(IDENTITY_FILE), &self.identity)?;
-        files::write_secret(&dir.join(SPHINX_FILE), &self.sphinx)?;
         self.tls.save(dir)?;
         Ok(())
     }
@@ -65,7 +58,6 @@ impl NodeKeys {
     pub fn load(dir: &Path) -> Result<Self, NodeError> {
         Ok(NodeKeys {
             identity: files::read_key32(&dir.join(IDENTITY_FILE))?,
-            sphinx: files::read_key32(&dir.join(SPHINX_FILE))?,
             tls: TlsIdentity::load(dir)?,
         })
     }
@@ -74,11 +66,45 @@ impl NodeKeys {
     pub fn id(&self) -> NodeId {
         NodeId(lethe_proto::topology::identity_public_key(&self.identity))
     }
+}
 
-    /// The Sphinx public key.
-    pub fn sphinx_public(&self) -> Key32 {
-        lethe_proto::packet::sphinx_public_key(&self.sphinx)
+/// Path of the Sphinx key file of `epoch` in `dir`.
+pub fn sphinx_key_path(dir: &Path, epoch: u64) -> std::path::PathBuf {
+    dir.join(format!("sphinx-{epoch}.key"))
+}
+
+/// The Sphinx secret of `epoch`: read from its file, or created (0600) if there is none.
+pub fn sphinx_key(dir: &Path, epoch: u64) -> Result<[u8; 32], NodeError> {
+    let path = sphinx_key_path(dir, epoch);
+    if path.exists() {
+        return Ok(files::read_key32(&path)?);
     }
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    files::write_secret(&path, &secret)?;
+    Ok(secret)
+}
+
+/// Epochs of the Sphinx key files in `dir`.
+pub fn sphinx_key_epochs(dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix("sphinx-")?
+                .strip_suffix(".key")?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// The public key of a Sphinx secret.
+pub fn sphinx_public(secret: &[u8; 32]) -> Key32 {
+    lethe_proto::packet::sphinx_public_key(secret)
 }
 
 #[cfg(test)]
@@ -91,7 +117,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let k = NodeKeys::generate().unwrap();
         k.save(dir.path()).unwrap();
-        for f in [IDENTITY_FILE, SPHINX_FILE, "tls.key"] {
+        sphinx_key(dir.path(), 7).unwrap();
+        for f in [IDENTITY_FILE, "sphinx-7.key", "tls.key"] {
             let mode = std::fs::metadata(dir.path().join(f))
                 .unwrap()
                 .permissions()
@@ -100,10 +127,14 @@ mod tests {
         }
         let back = NodeKeys::load(dir.path()).unwrap();
         assert_eq!(back.id(), k.id());
-        assert_eq!(back.sphinx_public(), k.sphinx_public());
+        assert_eq!(
+            sphinx_key(dir.path(), 7).unwrap(),
+            sphinx_key(dir.path(), 7).unwrap()
+        );
+        assert_eq!(sphinx_key_epochs(dir.path()), vec![7]);
         assert_eq!(back.tls.cert_hash(), k.tls.cert_hash());
         assert!(k.save(dir.path()).is_err(), "never overwrites keys");
-        let p = dir.path().join(SPHINX_FILE);
+        let p = dir.path().join("identity.key");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = NodeKeys::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("chmod 600"), "{err}");

@@ -43,6 +43,6 @@ pub async fn run(
     let keys = NodeKeys::load(dir)?;
     match cfg.node.role {
         NodeRole::Authority => authority::run(cfg, keys, shutdown).await,
-        NodeRole::Mix | NodeRole::Gateway => relay::Relay::new(cfg, keys)?.run(shutdown).await,
+        NodeRole::Mix | NodeRole::Gateway => relay::Relay::new(cfg, keys, dir)?.run(shutdown).await,
     }
 }

@@ -21,8 +21,8 @@ use lethe_proto::limit::{Counters, TokenBucket};
 use lethe_proto::packet::PACKET_SIZE;
 use lethe_proto::topology::{NodeDescriptor, Role};
 use lethe_proto::{
-    ClientId, FrameKind, Key32, Mailbox, MixQueue, NodeId, Packet, Processed, ReplayFilter,
-    SignedDescriptor, SphinxNode, Timestamp, Topology,
+    ClientId, EpochKey, FrameKind, Key32, Mailbox, MixQueue, NodeId, Packet, Processed,
+    ReplayFilter, SignedDescriptor, SphinxNode, Timestamp, Topology,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -56,6 +56,14 @@ const WORKER_BATCH: usize = 32;
 struct Job {
     arrival: Timestamp,
     bytes: Vec<u8>,
+}
+
+/// One epoch's Sphinx key and the replay filter that goes with it (dropped together).
+struct EpochKeyState {
+    epoch: u64,
+    public: Key32,
+    node: SphinxNode,
+    replay: Mutex<ReplayFilter>,
 }
 
 /// One accepted connection, shared by its stream readers.
@@ -95,7 +103,10 @@ struct Shared {
     session_seq: std::sync::atomic::AtomicU64,
     mailbox: Mutex<Mailbox>,
     shutdown: watch::Receiver<bool>,
-    sphinx: Arc<SphinxNode>,
+    /// Sphinx keys by epoch (newest first), each with its own replay filter.
+    ring: RwLock<Vec<Arc<EpochKeyState>>>,
+    /// The node's directory (Sphinx key files live there).
+    dir: std::path::PathBuf,
     /// Open connections per source address and in all.
     connections: Mutex<Counters<IpAddr>>,
     /// New handshakes per second.
@@ -136,13 +147,82 @@ impl Shared {
             }
         }
         self.metrics.topology_nodes.set(t.nodes().len() as i64);
-        self.sphinx.set_max_delay(t.max_delay());
+        for k in self.ring().iter() {
+            k.node.set_max_delay(t.max_delay());
+        }
         lock(&self.links).retain(|id, _| t.node(id).is_some());
         let t = Some(Arc::new(t));
         match self.topology.write() {
             Ok(mut g) => *g = t,
             Err(p) => *p.into_inner() = t,
         }
+    }
+
+    fn ring(&self) -> Vec<Arc<EpochKeyState>> {
+        self.ring
+            .read()
+            .map(|r| r.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Keep Sphinx keys for the current and the next epoch, and the previous one during the
+    /// overlap after an epoch starts; delete the files of the others (forward secrecy) and
+    /// drop their replay filters. Returns whether the published keys changed.
+    fn rotate(&self, now_unix: u64) -> Result<bool, NodeError> {
+        let Some(t) = self.topology() else {
+            return Ok(false);
+        };
+        let len = t.body().epoch_secs;
+        let epoch = now_unix / len;
+        let overlap = (len / 4).max(1);
+        let keep_previous = now_unix < epoch * len + overlap && epoch > 0;
+        let wanted: Vec<u64> = [epoch + 1, epoch]
+            .into_iter()
+            .chain(keep_previous.then(|| epoch - 1))
+            .collect();
+        let old = self.ring();
+        if old.iter().map(|k| k.epoch).collect::<Vec<_>>() == wanted {
+            return Ok(false);
+        }
+        let mut ring = Vec::new();
+        for e in &wanted {
+            if let Some(k) = old.iter().find(|k| k.epoch == *e) {
+                ring.push(k.clone());
+                continue;
+            }
+            let secret = crate::keys::sphinx_key(&self.dir, *e)?;
+            let mut replay_key = [0u8; 32];
+            rand::Rng::fill_bytes(&mut rand::rng(), &mut replay_key);
+            let node = SphinxNode::new(secret, t.max_delay());
+            ring.push(Arc::new(EpochKeyState {
+                epoch: *e,
+                public: node.public_key(),
+                node,
+                replay: Mutex::new(ReplayFilter::new(
+                    replay_key,
+                    self.cfg.replay.capacity,
+                    self.cfg.replay.false_positive_rate,
+                )?),
+            }));
+        }
+        for e in crate::keys::sphinx_key_epochs(&self.dir) {
+            if !wanted.contains(&e) {
+                let _ = std::fs::remove_file(crate::keys::sphinx_key_path(&self.dir, e));
+                info!(epoch = e, "expired Sphinx key deleted");
+            }
+        }
+        let published = |r: &[Arc<EpochKeyState>]| {
+            r.iter()
+                .filter(|k| k.epoch >= epoch)
+                .map(|k| (k.epoch, k.public))
+                .collect::<Vec<_>>()
+        };
+        let changed = published(&old) != published(&ring);
+        match self.ring.write() {
+            Ok(mut g) => *g = ring,
+            Err(p) => *p.into_inner() = ring,
+        }
+        Ok(changed)
     }
 
     fn is_gateway(&self) -> bool {
@@ -153,7 +233,7 @@ impl Shared {
         *self.shutdown.borrow()
     }
 
-    fn descriptor(&self, published: u64) -> NodeDescriptor {
+    fn descriptor(&self, published: u64, epoch: u64) -> NodeDescriptor {
         NodeDescriptor {
             id: self.me,
             role: if self.is_gateway() {
@@ -163,7 +243,15 @@ impl Shared {
             },
             layer: self.cfg.node.layer,
             address: self.cfg.node.public_address.unwrap_or(self.cfg.node.listen),
-            sphinx_key: self.keys.sphinx_public(),
+            sphinx_keys: self
+                .ring()
+                .iter()
+                .filter(|k| k.epoch >= epoch)
+                .map(|k| EpochKey {
+                    epoch: k.epoch,
+                    key: k.public,
+                })
+                .collect(),
             tls_cert: self.keys.tls.cert_hash(),
             published,
         }
@@ -174,16 +262,18 @@ impl Shared {
 pub struct Relay {
     cfg: NodeConfig,
     keys: NodeKeys,
+    dir: std::path::PathBuf,
     metrics: Arc<Metrics>,
 }
 
 impl Relay {
     /// Check the configuration and keys.
-    pub fn new(cfg: NodeConfig, keys: NodeKeys) -> Result<Self, NodeError> {
+    pub fn new(cfg: NodeConfig, keys: NodeKeys, dir: &std::path::Path) -> Result<Self, NodeError> {
         cfg.validate()?;
         Ok(Relay {
             cfg,
             keys,
+            dir: dir.to_path_buf(),
             metrics: Arc::new(Metrics::default()),
         })
     }
@@ -196,7 +286,12 @@ impl Relay {
     /// Run until `shutdown` turns true, then stop cleanly: stop accepting, release queued
     /// packets at their times for the grace period, close links, return.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
-        let Relay { cfg, keys, metrics } = self;
+        let Relay {
+            cfg,
+            keys,
+            dir,
+            metrics,
+        } = self;
         let authorities = cfg
             .directory
             .authority_keys
@@ -216,14 +311,6 @@ impl Relay {
                 source,
             }
         })?;
-        let mut rng = rand::rng();
-        let mut replay_key = [0u8; 32];
-        rand::Rng::fill_bytes(&mut rng, &mut replay_key);
-        let replay = ReplayFilter::new(
-            replay_key,
-            cfg.replay.capacity,
-            cfg.replay.false_positive_rate,
-        )?;
         let g = &cfg.gateway;
         let mailbox = Mailbox::new(
             g.mailbox_per_client,
@@ -254,7 +341,8 @@ impl Relay {
                 f64::from(cfg.limits.handshakes_per_sec),
                 Timestamp::ZERO,
             )),
-            sphinx: Arc::new(SphinxNode::new(keys.sphinx, Duration::ZERO)),
+            ring: RwLock::new(Vec::new()),
+            dir,
             keys,
             cfg,
         });
@@ -298,19 +386,14 @@ impl Relay {
         };
         let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(8192);
         let (sched_tx, sched_rx) = mpsc::channel::<Vec<Timed>>(4096);
-        // The delay cap follows the directory's max_delay_ms; nothing is forwarded before
-        // the first topology arrives anyway.
-        let sphinx = shared.sphinx.clone();
-        let replay = Arc::new(Mutex::new(replay));
+        // Keys appear once the first topology (and its epoch length) is known.
         for i in 0..workers {
             let rx = job_rx.clone();
             let tx = sched_tx.clone();
             let sh = shared.clone();
-            let sphinx = sphinx.clone();
-            let replay = replay.clone();
             std::thread::Builder::new()
                 .name(format!("sphinx-{i}"))
-                .spawn(move || crypto_worker(sh, sphinx, replay, rx, tx))
+                .spawn(move || crypto_worker(sh, rx, tx))
                 .map_err(|source| NodeError::Io {
                     path: "thread".into(),
                     source,
@@ -355,10 +438,27 @@ impl Relay {
     }
 }
 
+/// Peel `bytes` with whichever of the ring's keys it was made for: the current epoch's key
+/// first. A packet for no key we hold (an unknown or expired epoch) fails every MAC check
+/// and is dropped as `bad_mac`. Each key tried costs one X25519.
+fn process_with_ring(
+    ring: &[Arc<EpochKeyState>],
+    bytes: &[u8],
+) -> Result<Processed, lethe_proto::Error> {
+    let mut result = Err(lethe_proto::Error::BadMac);
+    for k in ring {
+        result = k
+            .node
+            .process(bytes, |tag| lock(&k.replay).check_and_insert(tag));
+        if !matches!(result, Err(lethe_proto::Error::BadMac)) {
+            break;
+        }
+    }
+    result
+}
+
 fn crypto_worker(
     shared: Arc<Shared>,
-    sphinx: Arc<SphinxNode>,
-    replay: Arc<Mutex<ReplayFilter>>,
     jobs: crossbeam_channel::Receiver<Job>,
     sched: mpsc::Sender<Vec<Timed>>,
 ) {
@@ -372,8 +472,13 @@ fn crypto_worker(
             }
         }
         let mut out: Vec<Timed> = Vec::with_capacity(batch.len());
+        // Current epoch first (the ring is newest first: next, current, previous).
+        let mut ring = shared.ring();
+        if ring.len() > 1 {
+            ring.swap(0, 1);
+        }
         for job in batch.drain(..) {
-            let result = sphinx.process(&job.bytes, |tag| lock(&replay).check_and_insert(tag));
+            let result = process_with_ring(&ring, &job.bytes);
             match result {
                 Ok(Processed::Forward {
                     next,
@@ -872,34 +977,7 @@ async fn directory_task(shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let now = Instant::now();
-        if now >= next_register {
-            // Signed afresh each time: the authority keeps only the newest descriptor.
-            let signed = match SignedDescriptor::sign(
-                &shared.descriptor(lethe_net::unix_now()),
-                &shared.keys.identity,
-            ) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!(error = %e, "cannot sign our descriptor");
-                    return;
-                }
-            };
-            match shared.directory.register(&signed).await {
-                Ok(()) => {
-                    if !registered {
-                        info!("registered with the directory");
-                    }
-                    registered = true;
-                    next_register = now + register_every;
-                    backoff = Duration::from_millis(100);
-                }
-                Err(e) => {
-                    warn!(error = %e, "directory registration failed; retrying");
-                    next_register = now + backoff;
-                    backoff = (backoff * 2).min(register_every);
-                }
-            }
-        }
+        // The topology first: it tells the epoch length our keys follow.
         if now >= next_refresh {
             match shared.directory.fetch().await {
                 Ok(t) => {
@@ -925,6 +1003,46 @@ async fn directory_task(shared: Arc<Shared>) {
                 }
             }
         }
+        let unix = lethe_net::unix_now();
+        match shared.rotate(unix) {
+            Ok(true) => {
+                info!("Sphinx keys rotated; publishing them");
+                next_register = now;
+            }
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "Sphinx key rotation failed"),
+        }
+        let epoch = shared.topology().map(|t| t.epoch_at(unix));
+        if let Some(epoch) = epoch
+            && now >= next_register
+        {
+            // Signed afresh each time: the authority keeps only the newest descriptor.
+            let signed = match SignedDescriptor::sign(
+                &shared.descriptor(unix, epoch),
+                &shared.keys.identity,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "cannot sign our descriptor");
+                    return;
+                }
+            };
+            match shared.directory.register(&signed).await {
+                Ok(()) => {
+                    if !registered {
+                        info!("registered with the directory");
+                    }
+                    registered = true;
+                    next_register = now + register_every;
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    warn!(error = %e, "directory registration failed; retrying");
+                    next_register = now + backoff;
+                    backoff = (backoff * 2).min(register_every);
+                }
+            }
+        }
         if shared.is_gateway() {
             let mut mb = lock(&shared.mailbox);
             for _ in 0..mb.purge(shared.now()) {
@@ -932,7 +1050,22 @@ async fn directory_task(shared: Arc<Shared>) {
             }
             shared.metrics.mailbox_messages.set(mb.len() as i64);
         }
-        let wake = next_register.min(next_refresh);
+        // Also wake at the next epoch boundary and at the end of the overlap after it.
+        let rotation = shared.topology().map(|t| {
+            let len = t.body().epoch_secs;
+            let start = t.epoch_at(unix) * len;
+            let overlap_end = start + (len / 4).max(1);
+            let next = if unix < overlap_end {
+                overlap_end
+            } else {
+                start + len
+            };
+            now + Duration::from_secs(next.saturating_sub(unix)) + Duration::from_millis(50)
+        });
+        let mut wake = next_register.min(next_refresh);
+        if let Some(r) = rotation {
+            wake = wake.min(r);
+        }
         let mut sd = shared.shutdown.clone();
         tokio::select! {
             _ = tokio::time::sleep_until(wake.into()) => {}

@@ -20,5 +20,5 @@ pub use queue::MixQueue;
 pub use replay::ReplayFilter;
 pub use time::Timestamp;
 pub use topology::{
-    NodeDescriptor, Role, SignedDescriptor, SignedTopology, Topology, TopologyBody,
+    EpochKey, NodeDescriptor, Role, SignedDescriptor, SignedTopology, Topology, TopologyBody,
 };

@@ -36,6 +36,19 @@ pub enum Role {
     Mix,
 }
 
+/// A Sphinx public key and the epoch it is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochKey {
+    /// Epoch number (unix time / epoch length).
+    pub epoch: u64,
+    /// X25519 public key.
+    pub key: Key32,
+}
+
+/// Most Sphinx keys one descriptor lists.
+pub const MAX_EPOCH_KEYS: usize = 3;
+
 /// What a relay publishes about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,8 +62,8 @@ pub struct NodeDescriptor {
     pub layer: Option<u8>,
     /// Where its QUIC endpoint listens.
     pub address: SocketAddr,
-    /// Its X25519 Sphinx public key.
-    pub sphinx_key: Key32,
+    /// Its X25519 Sphinx public keys, one per epoch: the current and the next.
+    pub sphinx_keys: Vec<EpochKey>,
     /// BLAKE3 of its TLS certificate (DER); peers pin it.
     pub tls_cert: Key32,
     /// Unix time the node signed this descriptor; the authority keeps only the newest and
@@ -59,8 +72,28 @@ pub struct NodeDescriptor {
 }
 
 impl NodeDescriptor {
-    /// Check the role and layer agree.
+    /// The Sphinx key for `epoch`, if the node published one.
+    pub fn key_for(&self, epoch: u64) -> Option<Key32> {
+        self.sphinx_keys
+            .iter()
+            .find(|k| k.epoch == epoch)
+            .map(|k| k.key)
+    }
+
+    /// Check the role and layer agree, and the keys are few and for distinct epochs.
     pub fn validate(&self) -> Result<(), Error> {
+        let n = self.sphinx_keys.len();
+        let distinct = self
+            .sphinx_keys
+            .iter()
+            .enumerate()
+            .all(|(i, k)| self.sphinx_keys[..i].iter().all(|o| o.epoch != k.epoch));
+        if n == 0 || n > MAX_EPOCH_KEYS || !distinct {
+            return Err(Error::Invalid {
+                field: "sphinx_keys",
+                reason: format!("1 to {MAX_EPOCH_KEYS} keys for distinct epochs"),
+            });
+        }
         match (self.role, self.layer) {
             (Role::Gateway, None) => Ok(()),
             (Role::Mix, Some(l)) if (1..=MIX_LAYERS).contains(&l) => Ok(()),
@@ -175,6 +208,8 @@ pub struct TopologyBody {
     pub serial: u64,
     /// Unix time after which the document must not be used.
     pub valid_until: u64,
+    /// Epoch length in seconds; Sphinx keys change every epoch.
+    pub epoch_secs: u64,
     /// Mean per-hop mixing delay senders must use, in milliseconds.
     pub mean_delay_ms: u64,
     /// Largest per-hop delay a relay accepts, in milliseconds.
@@ -292,6 +327,12 @@ pub struct Topology {
 impl Topology {
     /// Index `nodes` (already verified) under the parameters of `body`.
     pub fn new(body: TopologyBody, nodes: Vec<NodeDescriptor>) -> Result<Self, Error> {
+        if body.epoch_secs == 0 {
+            return Err(Error::Invalid {
+                field: "epoch_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
         if body.max_delay_ms < body.mean_delay_ms {
             return Err(Error::Invalid {
                 field: "max_delay_ms",
@@ -365,42 +406,53 @@ impl Topology {
         Duration::from_millis(self.body.max_delay_ms)
     }
 
-    fn hop(&self, n: &NodeDescriptor) -> HopSpec {
-        HopSpec {
+    /// The epoch at unix time `now`.
+    pub fn epoch_at(&self, now_unix: u64) -> u64 {
+        now_unix / self.body.epoch_secs
+    }
+
+    fn hop(n: &NodeDescriptor, epoch: u64) -> Option<HopSpec> {
+        Some(HopSpec {
             id: n.id,
-            sphinx_key: n.sphinx_key,
-        }
+            sphinx_key: n.key_for(epoch)?,
+        })
     }
 
-    fn gateway_hop(&self, id: &NodeId, what: &str) -> Result<HopSpec, Error> {
+    fn gateway_hop(&self, id: &NodeId, what: &str, epoch: u64) -> Result<HopSpec, Error> {
         match self.node(id) {
-            Some(n) if n.role == Role::Gateway => Ok(self.hop(n)),
-            _ => Err(Error::NoRoute {
-                what: format!("{what} gateway {}", id.short()),
-            }),
+            Some(n) if n.role == Role::Gateway => Self::hop(n, epoch),
+            _ => None,
         }
+        .ok_or_else(|| Error::NoRoute {
+            what: format!("{what} gateway {} with a key for epoch {epoch}", id.short()),
+        })
     }
 
-    /// A route: `entry` gateway, one mix of each layer chosen uniformly with `rng`, and the
-    /// `exit` gateway (the recipient's).
+    /// A route for packets of `epoch`: `entry` gateway, one mix of each layer chosen
+    /// uniformly with `rng` among those with a key for that epoch, and the `exit` gateway
+    /// (the recipient's).
     pub fn choose_route<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
         entry: &NodeId,
         exit: &NodeId,
+        epoch: u64,
     ) -> Result<Vec<HopSpec>, Error> {
         let mut route = Vec::with_capacity(2 + MIX_LAYERS as usize);
-        route.push(self.gateway_hop(entry, "entry")?);
+        route.push(self.gateway_hop(entry, "entry", epoch)?);
         for (l, members) in self.layers.iter().enumerate() {
-            if members.is_empty() {
+            let usable: Vec<HopSpec> = members
+                .iter()
+                .filter_map(|&i| Self::hop(&self.nodes[i], epoch))
+                .collect();
+            if usable.is_empty() {
                 return Err(Error::NoRoute {
-                    what: format!("mix in layer {}", l + 1),
+                    what: format!("mix in layer {} with a key for epoch {epoch}", l + 1),
                 });
             }
-            let pick = members[(rng.next_u64() % members.len() as u64) as usize];
-            route.push(self.hop(&self.nodes[pick]));
+            route.push(usable[(rng.next_u64() % usable.len() as u64) as usize]);
         }
-        route.push(self.gateway_hop(exit, "exit")?);
+        route.push(self.gateway_hop(exit, "exit", epoch)?);
         Ok(route)
     }
 
@@ -435,7 +487,10 @@ pub(crate) mod tests {
             role,
             layer,
             address: SocketAddr::from(([127, 0, 0, i], 9000)),
-            sphinx_key: Key32([i; 32]),
+            sphinx_keys: vec![EpochKey {
+                epoch: 1,
+                key: Key32([i; 32]),
+            }],
             tls_cert: Key32([100 + i; 32]),
             published: 1,
         }
@@ -447,6 +502,7 @@ pub(crate) mod tests {
             epoch: 1,
             serial: 1,
             valid_until: 1000,
+            epoch_secs: 100,
             mean_delay_ms: 10,
             max_delay_ms: 100,
             nodes: nodes
@@ -483,7 +539,7 @@ pub(crate) mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut seen_first_layer = std::collections::HashSet::new();
         for _ in 0..200 {
-            let r = t.choose_route(&mut rng, &g1, &g2).unwrap();
+            let r = t.choose_route(&mut rng, &g1, &g2, 1).unwrap();
             assert_eq!(r.len(), 5);
             assert_eq!(r[0].id, g1);
             assert_eq!(r[4].id, g2);
@@ -496,16 +552,18 @@ pub(crate) mod tests {
         assert_eq!(seen_first_layer.len(), 2, "both layer-1 mixes get picked");
         // seeded: same seed, same routes
         let a = t
-            .choose_route(&mut StdRng::seed_from_u64(5), &g1, &g2)
+            .choose_route(&mut StdRng::seed_from_u64(5), &g1, &g2, 1)
             .unwrap();
         let b = t
-            .choose_route(&mut StdRng::seed_from_u64(5), &g1, &g2)
+            .choose_route(&mut StdRng::seed_from_u64(5), &g1, &g2, 1)
             .unwrap();
         assert_eq!(a, b);
         let d = t.route_delays(&mut rng, 5);
         assert_eq!(d[0], Duration::ZERO);
         assert_eq!(d[4], Duration::ZERO);
         assert!(d.iter().all(|x| *x <= t.max_delay()));
+        // no node has a key for epoch 2: no route
+        assert!(t.choose_route(&mut rng, &g1, &g2, 2).is_err());
     }
 
     #[test]
@@ -603,12 +661,12 @@ pub(crate) mod tests {
         let g = nodes[0].1.id;
         let mut rng = StdRng::seed_from_u64(1);
         assert!(
-            t.choose_route(&mut rng, &g, &g)
+            t.choose_route(&mut rng, &g, &g, 1)
                 .unwrap_err()
                 .to_string()
                 .contains("layer 2")
         );
         let stranger = NodeId::from_bytes([9; 32]);
-        assert!(t.choose_route(&mut rng, &stranger, &g).is_err());
+        assert!(t.choose_route(&mut rng, &stranger, &g, 1).is_err());
     }
 }

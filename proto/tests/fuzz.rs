@@ -11,8 +11,8 @@ use lethe_proto::frame::{FRAME_VERSION, FrameKind, HEADER_LEN};
 use lethe_proto::packet::{HopSpec, PACKET_SIZE, build_packet, sphinx_public_key};
 use lethe_proto::topology::{NodeDescriptor, Role, identity_public_key};
 use lethe_proto::{
-    ClientAddress, ClientId, Frame, FrameHeader, Key32, NodeId, SignedDescriptor, SignedTopology,
-    SphinxNode, TopologyBody,
+    ClientAddress, ClientId, EpochKey, Frame, FrameHeader, Key32, NodeId, SignedDescriptor,
+    SignedTopology, SphinxNode, TopologyBody,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -50,7 +50,10 @@ fn signed_document() -> SignedTopology {
         role: Role::Mix,
         layer: Some(1),
         address: SocketAddr::from(([127, 0, 0, 1], 9000)),
-        sphinx_key: Key32([1; 32]),
+        sphinx_keys: vec![EpochKey {
+            epoch: 1,
+            key: Key32([1; 32]),
+        }],
         tls_cert: Key32([2; 32]),
         published: 1,
     };
@@ -59,6 +62,7 @@ fn signed_document() -> SignedTopology {
         epoch: 1,
         serial: 1,
         valid_until: u64::MAX,
+        epoch_secs: 60,
         mean_delay_ms: 10,
         max_delay_ms: 100,
         nodes: vec![SignedDescriptor::sign(&d, &secret).unwrap()],
