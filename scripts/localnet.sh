@@ -17,6 +17,9 @@
 #   LETHE_MEAN_DELAY_MS mean per-hop mixing delay (default 20)
 #   LETHE_MAX_DELAY_MS  largest per-hop delay relays accept (default 1000)
 #   LETHE_EPOCH_SECS    epoch length: Sphinx keys rotate every epoch (default 3600)
+#   LETHE_COVER_PAYLOAD_MS, LETHE_COVER_LOOP_MS, LETHE_COVER_DROP_MS
+#                       mean ms between a client's payload, loop and drop sends (defaults
+#                       20, 200, 200; 0 turns a stream off)
 #   LETHE_NODE_ARGS     extra arguments for every relay's `lethe-node run` (tests use
 #                       --unsafe-logging to see everything a relay could log)
 set -euo pipefail
@@ -26,6 +29,9 @@ PREFIX=${LETHE_PREFIX:-127.0.0}
 MEAN=${LETHE_MEAN_DELAY_MS:-20}
 MAX=${LETHE_MAX_DELAY_MS:-1000}
 EPOCH=${LETHE_EPOCH_SECS:-3600}
+COVER_PAYLOAD=${LETHE_COVER_PAYLOAD_MS:-20}
+COVER_LOOP=${LETHE_COVER_LOOP_MS:-200}
+COVER_DROP=${LETHE_COVER_DROP_MS:-200}
 AUTHS=(10 13 14)
 THRESHOLD=2
 DIRECTORY="http://$PREFIX.10:8000"
@@ -80,6 +86,8 @@ start() {
     done
     key=$("$BIN/lethe-node" init --dir "$dir/$name" --role authority --listen "$PREFIX.$a:8000" \
       --network localnet --mean-delay-ms "$MEAN" --max-delay-ms "$MAX" --epoch-secs "$EPOCH" \
+      --cover-payload-mean-ms "$COVER_PAYLOAD" --cover-loop-mean-ms "$COVER_LOOP" \
+      --cover-drop-mean-ms "$COVER_DROP" \
       --threshold "$THRESHOLD" "${peer_args[@]}" 2>/dev/null) || die "init of $name failed"
     "$BIN/lethe-node" run --dir "$dir/$name" >> "$dir/$name/node.log" 2>&1 &
     echo "$! $name" >> "$dir/pids"

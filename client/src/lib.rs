@@ -14,6 +14,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
+pub mod cover;
+pub use cover::{Cover, LoopStats};
+
 /// File name of the client's configuration inside its directory.
 pub const CONFIG_FILE: &str = "client.toml";
 
@@ -38,6 +41,12 @@ pub enum ClientError {
     TooLong { got: usize, max: usize },
     #[error("connection to the gateway is closed")]
     Closed,
+    #[error("the network publishes no cover traffic rates")]
+    NoCover,
+    #[error("cover traffic already runs for this client")]
+    CoverRunning,
+    #[error("cover traffic must be started from within a tokio runtime")]
+    NoRuntime,
 }
 
 /// `client.toml`.
@@ -178,6 +187,9 @@ pub struct Client {
     address: ClientAddress,
     send: Mutex<quinn::SendStream>,
     incoming: Mutex<mpsc::Receiver<Vec<u8>>>,
+    /// Set while cover traffic runs: real packets wait here for a payload slot.
+    cover_queue: std::sync::OnceLock<mpsc::Sender<Packet>>,
+    loops: Arc<cover::LoopTracker>,
 }
 
 impl Drop for Client {
@@ -226,7 +238,10 @@ impl Client {
         let conn = tls::connect(&endpoint, &id, gw.address, gw.tls_cert).await?;
         let send = conn.open_uni().await.map_err(NetError::Connection)?;
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(receive_loop(conn.clone(), tx));
+        let loops = Arc::new(cover::LoopTracker::new(
+            id.derive_secret("lethe-client loop cover v1"),
+        ));
+        tokio::spawn(receive_loop(conn.clone(), tx, loops.clone()));
         let topology = Arc::new(std::sync::RwLock::new(topology));
         let refresher = tokio::spawn(refresh_topology(directory.clone(), topology.clone()));
         Ok(Client {
@@ -241,6 +256,8 @@ impl Client {
             },
             send: Mutex::new(send),
             incoming: Mutex::new(rx),
+            cover_queue: std::sync::OnceLock::new(),
+            loops,
         })
     }
 
@@ -270,34 +287,48 @@ impl Client {
     /// Wrap `msg` for `to`: route entry gateway (ours), a mix of each layer, the recipient's
     /// gateway; exponential delays at the mixes with the network's mean.
     pub fn build(&self, to: &ClientAddress, msg: &[u8]) -> Result<Outgoing, ClientError> {
-        if msg.len() > MAX_MESSAGE_LEN {
-            return Err(ClientError::TooLong {
-                got: msg.len(),
-                max: MAX_MESSAGE_LEN,
-            });
-        }
-        let mut rng = rand::rng();
-        let topology = self.topology();
-        let epoch = topology.epoch_at(lethe_net::unix_now());
-        let route = topology.choose_route(&mut rng, &self.address.gateway, &to.gateway, epoch)?;
-        let delays = topology.route_delays(&mut rng, route.len());
-        let packet = build_packet(&mut rng, &route, to.client, &delays, msg)?;
-        Ok(Outgoing {
-            packet,
-            total_delay: delays.iter().sum(),
-        })
+        build_outgoing(&self.topology(), self.address.gateway, to, msg)
     }
 
-    /// Put one packet on the link to the gateway.
+    /// Put one packet on the link to the gateway: at once, or, while cover traffic runs, in
+    /// the queue for the next payload slot (waiting while the queue is full).
     pub async fn send_packet(&self, packet: &Packet) -> Result<(), ClientError> {
+        match self.cover_queue.get() {
+            Some(q) => q
+                .send(packet.clone())
+                .await
+                .map_err(|_| ClientError::Closed),
+            None => self.send_packet_now(packet).await,
+        }
+    }
+
+    /// Real packets waiting for a payload slot (0 when cover traffic does not run).
+    pub fn queued(&self) -> usize {
+        self.cover_queue
+            .get()
+            .map_or(0, |q| q.max_capacity() - q.capacity())
+    }
+
+    /// Write one packet on the link now, whatever the cover schedule.
+    pub(crate) async fn send_packet_now(&self, packet: &Packet) -> Result<(), ClientError> {
         let mut s = self.send.lock().await;
         write_frame(&mut s, FrameKind::Packet, packet.as_bytes()).await?;
         Ok(())
     }
 
     /// Build and send; returns the sum of the hop delays.
+    /// While cover traffic runs, the packet is built on a blocking thread, as cover packets
+    /// are, so that building it does not delay the cover schedule on the async threads.
     pub async fn send(&self, to: &ClientAddress, msg: &[u8]) -> Result<Duration, ClientError> {
-        let out = self.build(to, msg)?;
+        let out = if self.cover_queue.get().is_some() {
+            let (topology, gateway, to, msg) =
+                (self.topology(), self.address.gateway, *to, msg.to_vec());
+            tokio::task::spawn_blocking(move || build_outgoing(&topology, gateway, &to, &msg))
+                .await
+                .map_err(|_| ClientError::Closed)??
+        } else {
+            self.build(to, msg)?
+        };
         self.send_packet(&out.packet).await?;
         Ok(out.total_delay)
     }
@@ -333,14 +364,46 @@ impl Client {
     }
 }
 
-async fn receive_loop(conn: quinn::Connection, tx: mpsc::Sender<Vec<u8>>) {
+/// Wrap `msg` for `to` over `topology`, entering at `gateway`.
+fn build_outgoing(
+    topology: &Topology,
+    gateway: NodeId,
+    to: &ClientAddress,
+    msg: &[u8],
+) -> Result<Outgoing, ClientError> {
+    if msg.len() > MAX_MESSAGE_LEN {
+        return Err(ClientError::TooLong {
+            got: msg.len(),
+            max: MAX_MESSAGE_LEN,
+        });
+    }
+    let mut rng = rand::rng();
+    let epoch = topology.epoch_at(lethe_net::unix_now());
+    let route = topology.choose_route(&mut rng, &gateway, &to.gateway, epoch)?;
+    let delays = topology.route_delays(&mut rng, route.len());
+    let packet = build_packet(&mut rng, &route, to.client, &delays, msg)?;
+    Ok(Outgoing {
+        packet,
+        total_delay: delays.iter().sum(),
+    })
+}
+
+async fn receive_loop(
+    conn: quinn::Connection,
+    tx: mpsc::Sender<Vec<u8>>,
+    loops: Arc<cover::LoopTracker>,
+) {
     while let Ok(mut recv) = conn.accept_uni().await {
         let tx = tx.clone();
+        let loops = loops.clone();
         tokio::spawn(async move {
             let mut body = Vec::new();
             while let Ok(ReadOutcome::Frame(FrameKind::Message)) =
                 read_frame(&mut recv, &mut body).await
             {
+                if loops.returned(&body) {
+                    continue;
+                }
                 if tx.send(std::mem::take(&mut body)).await.is_err() {
                     return;
                 }

@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -89,6 +90,11 @@ enum Cmd {
         /// Stop after this many seconds.
         #[arg(long)]
         timeout: Option<u64>,
+        /// Send no cover traffic while receiving (by default the client sends the payload,
+        /// loop and drop streams at the rates the network publishes, so that it looks like
+        /// every other client).
+        #[arg(long)]
+        no_cover: bool,
     },
 }
 
@@ -147,11 +153,21 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             out_dir,
             count,
             timeout,
+            no_cover,
         } => {
             std::fs::create_dir_all(&out_dir)
                 .with_context(|| format!("creating {}", out_dir.display()))?;
-            let client = Client::connect(&net.dir, net.options()).await?;
+            let client = Arc::new(Client::connect(&net.dir, net.options()).await?);
             client.subscribe().await?;
+            let cover = if no_cover {
+                None
+            } else {
+                match client.start_cover() {
+                    Ok(c) => Some(c),
+                    Err(lethe_client::ClientError::NoCover) => None,
+                    Err(e) => return Err(e.into()),
+                }
+            };
             let deadline = timeout.map(|s| Instant::now() + Duration::from_secs(s));
             let mut got = 0usize;
             while count.is_none_or(|c| got < c) {
@@ -172,7 +188,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 println!("{}", path.display());
                 got += 1;
             }
-            client.close().await;
+            if let Some(c) = cover {
+                c.stop().await;
+            }
+            if let Ok(c) = Arc::try_unwrap(client) {
+                c.close().await;
+            }
             eprintln!("received {got} messages");
             if let Some(c) = count
                 && got < c

@@ -91,6 +91,12 @@ impl TlsIdentity {
         cert_hash(&self.cert)
     }
 
+    /// A secret derived from the private key for one purpose (`context` names it), so a
+    /// client needs no second key file.
+    pub fn derive_secret(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, self.key.secret_pkcs8_der())
+    }
+
     fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(self.key.clone_key())
     }

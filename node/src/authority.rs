@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use lethe_net::directory::{DESCRIPTORS_PATH, TOPOLOGY_PATH, VOTE_PATH};
 use lethe_net::{http, unix_now};
 use lethe_proto::topology::AuthoritySignature;
-use lethe_proto::topology::NodeDescriptor;
+use lethe_proto::topology::{CoverParams, NodeDescriptor};
 use lethe_proto::{NodeId, SignedDescriptor, SignedTopology, TopologyBody};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -164,6 +164,11 @@ impl AuthorityState {
                 epoch_secs: epoch_len,
                 mean_delay_ms: self.params.mean_delay_ms,
                 max_delay_ms: self.params.max_delay_ms,
+                cover: CoverParams {
+                    payload_mean_ms: self.params.cover_payload_mean_ms,
+                    loop_mean_ms: self.params.cover_loop_mean_ms,
+                    drop_mean_ms: self.params.cover_drop_mean_ms,
+                },
                 nodes: nodes.into_iter().map(|(_, d, _)| d).collect(),
             };
             let doc = SignedTopology::sign(&body, &self.secret)?;

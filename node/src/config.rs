@@ -213,6 +213,13 @@ pub struct AuthoritySection {
     /// Signatures a document needs before this authority serves it over the last good one
     /// (default 1; set it to the network's threshold).
     pub threshold: usize,
+    /// Clients' payload stream: mean ms between sends, a real packet or drop cover
+    /// (default 20; 0 = off).
+    pub cover_payload_mean_ms: u64,
+    /// Clients' loop cover stream: mean ms between loops (default 200; 0 = off).
+    pub cover_loop_mean_ms: u64,
+    /// Clients' drop cover stream: mean ms between drop packets (default 200; 0 = off).
+    pub cover_drop_mean_ms: u64,
 }
 
 impl Default for AuthoritySection {
@@ -225,9 +232,15 @@ impl Default for AuthoritySection {
             descriptor_ttl_secs: 300,
             peers: Vec::new(),
             threshold: 1,
+            cover_payload_mean_ms: 20,
+            cover_loop_mean_ms: 200,
+            cover_drop_mean_ms: 200,
         }
     }
 }
+
+/// The shortest mean gap between a client's cover sends the authority accepts.
+pub const MIN_COVER_MEAN_MS: u64 = 1;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> NodeError {
     NodeError::Config {
@@ -365,6 +378,19 @@ impl NodeConfig {
                 "authority.threshold",
                 "must be between 1 and the number of authorities",
             ));
+        }
+        for (field, ms) in [
+            ("authority.cover_payload_mean_ms", a.cover_payload_mean_ms),
+            ("authority.cover_loop_mean_ms", a.cover_loop_mean_ms),
+            ("authority.cover_drop_mean_ms", a.cover_drop_mean_ms),
+        ] {
+            // 1 ms is 1000 packets a second from every client: anything faster is a typo.
+            if ms != 0 && ms < MIN_COVER_MEAN_MS {
+                return Err(invalid(
+                    field,
+                    format!("must be 0 (off) or at least {MIN_COVER_MEAN_MS}"),
+                ));
+            }
         }
         if a.network.is_empty() {
             return Err(invalid("authority.network", "must not be empty"));

@@ -83,6 +83,15 @@ enum Cmd {
         /// Authority: epoch length in seconds.
         #[arg(long, default_value_t = 3600)]
         epoch_secs: u64,
+        /// Authority: clients' payload stream, mean ms between sends (0 = off).
+        #[arg(long, default_value_t = 20)]
+        cover_payload_mean_ms: u64,
+        /// Authority: clients' loop cover stream, mean ms between sends (0 = off).
+        #[arg(long, default_value_t = 200)]
+        cover_loop_mean_ms: u64,
+        /// Authority: clients' drop cover stream, mean ms between sends (0 = off).
+        #[arg(long, default_value_t = 200)]
+        cover_drop_mean_ms: u64,
     },
     /// Run the node until SIGTERM or Ctrl-C.
     Run {
@@ -122,6 +131,9 @@ fn main() -> anyhow::Result<()> {
             mean_delay_ms,
             max_delay_ms,
             epoch_secs,
+            cover_payload_mean_ms,
+            cover_loop_mean_ms,
+            cover_drop_mean_ms,
         } => {
             let role = match role {
                 RoleArg::Mix => NodeRole::Mix,
@@ -155,6 +167,9 @@ fn main() -> anyhow::Result<()> {
                     mean_delay_ms,
                     max_delay_ms,
                     peers,
+                    cover_payload_mean_ms,
+                    cover_loop_mean_ms,
+                    cover_drop_mean_ms,
                     threshold: if role == NodeRole::Authority {
                         threshold
                     } else {

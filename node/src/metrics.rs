@@ -97,6 +97,8 @@ pub struct Metrics {
     pub packets_out: AtomicU64,
     /// Messages handed to connected clients or their mailbox (gateways).
     pub delivered: AtomicU64,
+    /// Clients' drop cover packets discarded at their final hop (gateways).
+    pub drop_cover: AtomicU64,
     dropped: [AtomicU64; 18],
     /// Incoming connections refused: unknown relays at a mix, or over the admission limits.
     pub connections_refused: AtomicU64,
@@ -150,6 +152,11 @@ impl Metrics {
                 "lethe_messages_delivered_total",
                 "Messages delivered to clients or mailboxes.",
                 c(&self.delivered),
+            ),
+            (
+                "lethe_drop_cover_total",
+                "Clients' drop cover packets discarded here (their final hop).",
+                c(&self.drop_cover),
             ),
             (
                 "lethe_connections_refused_total",

@@ -514,6 +514,11 @@ fn crypto_worker(
 
 /// Hand a message to its connected client, or keep it in the mailbox.
 fn deliver(shared: &Shared, client: ClientId, msg: Vec<u8>) {
+    if client.is_drop() {
+        // A client's drop cover: its purpose ends here.
+        shared.metrics.drop_cover.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     let msg = match lock(&shared.sessions).get(&client) {
         Some((_, tx)) => match tx.try_send(msg) {
             Ok(()) => {

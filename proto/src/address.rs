@@ -115,6 +115,17 @@ id_type!(
     "client id"
 );
 
+impl ClientId {
+    /// The destination of drop cover packets: the exit gateway discards what is addressed to
+    /// it (no client has this id: a client id is a hash of its certificate).
+    pub const DROP: ClientId = ClientId::from_bytes([0; 32]);
+
+    /// Whether this is [`ClientId::DROP`].
+    pub fn is_drop(&self) -> bool {
+        *self == ClientId::DROP
+    }
+}
+
 /// Where to send a message: the recipient's id at its gateway. Written `CLIENT@GATEWAY`,
 /// both in hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

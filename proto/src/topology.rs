@@ -15,6 +15,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::cover::ClientRates;
 use crate::packet::{HopSpec, sample_delay};
 use crate::{Error, Key32, NodeId};
 
@@ -214,8 +215,42 @@ pub struct TopologyBody {
     pub mean_delay_ms: u64,
     /// Largest per-hop delay a relay accepts, in milliseconds.
     pub max_delay_ms: u64,
+    /// Cover traffic every client sends (absent in older documents: no cover).
+    #[serde(default, skip_serializing_if = "CoverParams::is_off")]
+    pub cover: CoverParams,
     /// The nodes, each signed by itself.
     pub nodes: Vec<SignedDescriptor>,
+}
+
+/// The network-wide rates of the three Loopix client streams, as mean gaps between sends in
+/// milliseconds (0 turns a stream off). Every client uses the same values, so every client
+/// looks alike on the wire.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoverParams {
+    /// Payload stream: a real packet if one is queued, else a drop cover packet.
+    pub payload_mean_ms: u64,
+    /// Loop stream: a packet through the whole network back to the sender.
+    pub loop_mean_ms: u64,
+    /// Drop stream: a packet discarded at a random gateway.
+    pub drop_mean_ms: u64,
+}
+
+impl CoverParams {
+    /// No cover at all (the default of documents that do not name it).
+    pub fn is_off(&self) -> bool {
+        *self == CoverParams::default()
+    }
+
+    /// The rates in sends per second.
+    pub fn rates(&self) -> ClientRates {
+        let rate = |ms: u64| if ms == 0 { 0.0 } else { 1000.0 / ms as f64 };
+        ClientRates {
+            payload: rate(self.payload_mean_ms),
+            loop_: rate(self.loop_mean_ms),
+            drop: rate(self.drop_mean_ms),
+        }
+    }
 }
 
 /// One authority's signature over a document body.
@@ -406,6 +441,11 @@ impl Topology {
         Duration::from_millis(self.body.max_delay_ms)
     }
 
+    /// The client cover rates of the network.
+    pub fn client_rates(&self) -> ClientRates {
+        self.body.cover.rates()
+    }
+
     /// The epoch at unix time `now`.
     pub fn epoch_at(&self, now_unix: u64) -> u64 {
         now_unix / self.body.epoch_secs
@@ -505,6 +545,7 @@ pub(crate) mod tests {
             epoch_secs: 100,
             mean_delay_ms: 10,
             max_delay_ms: 100,
+            cover: CoverParams::default(),
             nodes: nodes
                 .iter()
                 .map(|(i, d)| SignedDescriptor::sign(d, &secret(*i)).unwrap())

@@ -65,6 +65,7 @@ fn signed_document() -> SignedTopology {
         epoch_secs: 60,
         mean_delay_ms: 10,
         max_delay_ms: 100,
+        cover: Default::default(),
         nodes: vec![SignedDescriptor::sign(&d, &secret).unwrap()],
     };
     SignedTopology::sign(&body, &[42; 32]).unwrap()

@@ -1,0 +1,511 @@
+//! Cover traffic: the client's three Loopix send streams (payload, loop, drop) on the wire.
+//!
+//! Once [`Client::start_cover`] runs, the client writes a packet to its gateway only at the
+//! events of three independent Poisson processes whose rates the directory publishes for
+//! every client alike ([`lethe_proto::ClientSchedule`] decides; this module drives it):
+//!
+//! - **payload**: a real packet if one is queued, else a drop cover packet in its slot;
+//! - **loop**: a packet through the whole network (a mix of each layer) back to this client;
+//! - **drop**: a packet to a random gateway, which discards it.
+//!
+//! Real messages then wait in a bounded queue for a payload slot, so the times at which the
+//! client sends are the same process whether its user is idle or busy. Cover packets are
+//! built ahead of their slot, like real ones, so that no kind leaves later after its due
+//! time than another.
+//!
+//! Loops that do not come back within [`LOOP_DEADLINE`] are counted as lost against every
+//! relay on their route ([`LoopStats`]): a relay that drops packets shows up there.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use lethe_proto::packet::build_packet;
+use lethe_proto::{ClientId, ClientRates, ClientSchedule, ClientSend, NodeId, Packet, Timestamp};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::mpsc;
+
+use crate::{Client, ClientError};
+
+/// Length of a loop or drop cover message: an id and filler.
+pub const COVER_MESSAGE_LEN: usize = 64;
+/// A loop not back after this long (on top of its own hop delays) is counted as lost.
+pub const LOOP_DEADLINE: Duration = Duration::from_secs(20);
+/// Real packets waiting for a payload slot; `send` waits while it is full.
+pub const REAL_QUEUE: usize = 1024;
+/// Send times kept for [`Cover::send_times`] (the oldest are dropped beyond it).
+const SEND_TIMES_KEPT: usize = 1 << 18;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct PendingLoop {
+    sent: Instant,
+    deadline: Instant,
+    route: Vec<NodeId>,
+}
+
+/// Loop cover packets sent, returned and lost, in all and per relay.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoopStats {
+    /// Loops sent.
+    pub sent: u64,
+    /// Loops that came back.
+    pub returned: u64,
+    /// Loops that did not come back in time.
+    pub lost: u64,
+    /// For each relay: (loops through it that were judged, of which lost).
+    pub per_relay: HashMap<NodeId, (u64, u64)>,
+    /// Loops of an earlier run (or judged lost, then late) that came back.
+    pub stale: u64,
+    /// Round-trip time of the last loop that came back.
+    pub last_rtt: Option<Duration>,
+}
+
+/// The loops a client has in flight, shared with its receive path.
+pub(crate) struct LoopTracker {
+    /// Loop messages are an id and its keyed hash under this client secret, so the client
+    /// knows its own loops (even from an earlier run, waiting in its mailbox) and nobody
+    /// else can make one.
+    key: [u8; 32],
+    pending: Mutex<HashMap<[u8; 32], PendingLoop>>,
+    stats: Mutex<LoopStats>,
+}
+
+impl LoopTracker {
+    pub(crate) fn new(key: [u8; 32]) -> Self {
+        LoopTracker {
+            key,
+            pending: Mutex::default(),
+            stats: Mutex::default(),
+        }
+    }
+
+    fn message<R: Rng + ?Sized>(&self, rng: &mut R) -> ([u8; 32], [u8; COVER_MESSAGE_LEN]) {
+        let mut id = [0u8; 32];
+        rng.fill_bytes(&mut id);
+        let mut msg = [0u8; COVER_MESSAGE_LEN];
+        msg[..32].copy_from_slice(&id);
+        msg[32..].copy_from_slice(blake3::keyed_hash(&self.key, &id).as_bytes());
+        (id, msg)
+    }
+
+    fn sent(&self, id: [u8; 32], route: Vec<NodeId>, deadline: Duration) {
+        let now = Instant::now();
+        lock(&self.pending).insert(
+            id,
+            PendingLoop {
+                sent: now,
+                deadline: now + deadline,
+                route,
+            },
+        );
+        lock(&self.stats).sent += 1;
+    }
+
+    /// If `msg` is one of our loops (this run's or a late one from an earlier run), count
+    /// it and return true: it is not a message for the application.
+    pub(crate) fn returned(&self, msg: &[u8]) -> bool {
+        if msg.len() != COVER_MESSAGE_LEN {
+            return false;
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&msg[..32]);
+        // blake3::Hash compares in constant time.
+        if blake3::keyed_hash(&self.key, &id) != msg[32..] {
+            return false;
+        }
+        let Some(p) = lock(&self.pending).remove(&id) else {
+            lock(&self.stats).stale += 1;
+            return true;
+        };
+        let mut s = lock(&self.stats);
+        s.returned += 1;
+        s.last_rtt = Some(p.sent.elapsed());
+        for r in p.route {
+            s.per_relay.entry(r).or_default().0 += 1;
+        }
+        true
+    }
+
+    fn expire(&self, now: Instant) {
+        let mut lost = Vec::new();
+        lock(&self.pending).retain(|_, p| {
+            if p.deadline <= now {
+                lost.push(std::mem::take(&mut p.route));
+                false
+            } else {
+                true
+            }
+        });
+        if lost.is_empty() {
+            return;
+        }
+        let mut s = lock(&self.stats);
+        for route in lost {
+            s.lost += 1;
+            for r in route {
+                let e = s.per_relay.entry(r).or_default();
+                e.0 += 1;
+                e.1 += 1;
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> LoopStats {
+        lock(&self.stats).clone()
+    }
+}
+
+/// A running cover-traffic driver. Stops when dropped, when [`Cover::stop`] is called or
+/// when the client is gone; in the first two cases after the real packets already queued
+/// have left.
+pub struct Cover {
+    stop: Arc<AtomicBool>,
+    task: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<CoverShared>,
+}
+
+#[derive(Default)]
+struct CoverShared {
+    send_times: Mutex<std::collections::VecDeque<Instant>>,
+    /// Sum and count of (send time - due time) since the last clear.
+    lateness: Mutex<(Duration, u64)>,
+    counts: Mutex<HashMap<&'static str, u64>>,
+    error: Mutex<Option<String>>,
+}
+
+impl Cover {
+    /// Times at which packets were written to the gateway link (the most recent ones).
+    pub fn send_times(&self) -> Vec<Instant> {
+        lock(&self.shared.send_times).iter().copied().collect()
+    }
+
+    /// Forget the recorded send times.
+    pub fn clear_send_times(&self) {
+        lock(&self.shared.send_times).clear();
+        *lock(&self.shared.lateness) = (Duration::ZERO, 0);
+    }
+
+    /// Mean time between a send's due time and its write to the link, since the last
+    /// [`Cover::clear_send_times`].
+    pub fn mean_lateness(&self) -> Duration {
+        let (sum, n) = *lock(&self.shared.lateness);
+        sum.checked_div(u32::try_from(n).unwrap_or(u32::MAX))
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Packets sent so far by kind: `real`, `payload_cover`, `loop`, `drop`; and
+    /// `built_late`: cover packets that were not built ahead when their slot came.
+    pub fn counts(&self) -> HashMap<&'static str, u64> {
+        lock(&self.shared.counts).clone()
+    }
+
+    /// Why the driver stopped on its own, if it did (e.g. the link closed).
+    pub fn error(&self) -> Option<String> {
+        lock(&self.shared.error).clone()
+    }
+
+    /// Stop sending and wait for the driver to end. Real packets already queued still leave,
+    /// in payload slots as before (at most [`REAL_QUEUE`] of them); `send` fails from now on.
+    /// Returns the final [`Cover::counts`].
+    pub async fn stop(mut self) -> HashMap<&'static str, u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.task.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        self.counts()
+    }
+}
+
+impl Drop for Cover {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the driver needs from a route for one cover packet.
+struct Built {
+    packet: Packet,
+    loop_id: Option<([u8; 32], Vec<NodeId>, Duration)>,
+}
+
+fn kind_name(k: ClientSend) -> &'static str {
+    match k {
+        ClientSend::Real => "real",
+        ClientSend::PayloadCover => "payload_cover",
+        ClientSend::Loop => "loop",
+        ClientSend::Drop => "drop",
+    }
+}
+
+/// Build a loop (back to this client through every layer) or a drop packet (to a random
+/// gateway, addressed to [`ClientId::DROP`]).
+fn build_cover(client: &Client, is_loop: bool) -> Result<Built, ClientError> {
+    let mut rng = rand::rng();
+    let topology = client.topology();
+    let epoch = topology.epoch_at(lethe_net::unix_now());
+    let me = client.address();
+    let (exit, dest) = if is_loop {
+        (me.gateway, me.client)
+    } else {
+        let gws: Vec<NodeId> = topology.gateways().map(|g| g.id).collect();
+        if gws.is_empty() {
+            return Err(lethe_proto::Error::NoRoute {
+                what: "gateway".into(),
+            }
+            .into());
+        }
+        (
+            gws[(rng.next_u64() % gws.len() as u64) as usize],
+            ClientId::DROP,
+        )
+    };
+    let route = topology.choose_route(&mut rng, &me.gateway, &exit, epoch)?;
+    let delays = topology.route_delays(&mut rng, route.len());
+    let (id, msg) = if is_loop {
+        client.loops.message(&mut rng)
+    } else {
+        let mut msg = [0u8; COVER_MESSAGE_LEN];
+        rng.fill_bytes(&mut msg);
+        ([0; 32], msg)
+    };
+    let packet = build_packet(&mut rng, &route, dest, &delays, &msg)?;
+    let loop_id = is_loop.then(|| {
+        let total: Duration = delays.iter().sum();
+        (id, route.iter().map(|h| h.id).collect(), total)
+    });
+    Ok(Built { packet, loop_id })
+}
+
+/// Cover packets of one kind built ahead, on a thread of their own, so that a slot never
+/// waits for a Sphinx packet to be made (which would make cover leave later than real
+/// packets, which the application built before queueing).
+const BUILT_AHEAD: usize = 64;
+
+/// Keep `tx` filled with fresh cover packets until the driver or the client is gone.
+fn builder(client: Weak<Client>, is_loop: bool, tx: mpsc::Sender<Built>) {
+    while let Some(c) = client.upgrade() {
+        let built = build_cover(&c, is_loop);
+        drop(c);
+        match built {
+            Ok(b) => {
+                if tx.blocking_send(b).is_err() {
+                    return;
+                }
+            }
+            // No route right now (topology changing): try again shortly.
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn spawn_builder(client: &Arc<Client>, is_loop: bool) -> mpsc::Receiver<Built> {
+    let (tx, rx) = mpsc::channel(BUILT_AHEAD);
+    let weak = Arc::downgrade(client);
+    let name = if is_loop {
+        "cover-loops"
+    } else {
+        "cover-drops"
+    };
+    // If the thread cannot start, the receiver reports closed and the driver builds inline.
+    let _ = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || builder(weak, is_loop, tx));
+    rx
+}
+
+impl Client {
+    /// Start sending cover traffic at the network's published rates. From now on
+    /// [`Client::send`] queues real packets for payload slots instead of writing them at once.
+    /// Fails if the network publishes no cover (all rates zero) or cover already runs.
+    pub fn start_cover(self: &Arc<Self>) -> Result<Cover, ClientError> {
+        self.start_cover_with(self.topology().client_rates())
+    }
+
+    /// Like [`Client::start_cover`], with rates chosen by the caller (tests and benchmarks;
+    /// a client that uses other rates than the network's stands out).
+    pub fn start_cover_with(self: &Arc<Self>, rates: ClientRates) -> Result<Cover, ClientError> {
+        if rates.payload <= 0.0 && rates.loop_ <= 0.0 && rates.drop <= 0.0 {
+            return Err(ClientError::NoCover);
+        }
+        let schedule = ClientSchedule::new(rates)?;
+        let (tx, rx) = mpsc::channel(REAL_QUEUE);
+        if self.cover_queue.set(tx).is_err() {
+            return Err(ClientError::CoverRunning);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(CoverShared::default());
+        let drops = spawn_builder(self, false);
+        let loops = (rates.loop_ > 0.0).then(|| spawn_builder(self, true));
+        let (handle, weak, stop2, shared2) = (
+            tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?,
+            Arc::downgrade(self),
+            stop.clone(),
+            shared.clone(),
+        );
+        let task = std::thread::Builder::new()
+            .name("cover".into())
+            .spawn(move || drive(handle, weak, schedule, (drops, loops), rx, stop2, shared2))
+            .map_err(|_| ClientError::Closed)?;
+        Ok(Cover {
+            stop,
+            task: Some(task),
+            shared,
+        })
+    }
+
+    /// Loop cover sent, returned and lost (per relay too).
+    pub fn loop_stats(&self) -> LoopStats {
+        self.loops.stats()
+    }
+}
+
+/// The longest single sleep of the driver, so that it notices a stop request soon.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+
+/// The send loop. It runs on a thread of its own and sleeps with the operating system's
+/// timer, not the async runtime's (whose 1 ms ticks would round every gap and whose worker
+/// threads are shared with whatever else the application does); only the writes to the
+/// link go through the runtime.
+fn drive(
+    handle: tokio::runtime::Handle,
+    client: Weak<Client>,
+    mut schedule: ClientSchedule,
+    (mut drops, mut loops): (mpsc::Receiver<Built>, Option<mpsc::Receiver<Built>>),
+    mut real: mpsc::Receiver<Packet>,
+    stop: Arc<AtomicBool>,
+    shared: Arc<CoverShared>,
+) {
+    let origin = Instant::now();
+    let now = || Timestamp::from_duration(origin.elapsed());
+    // The schedule's secret: an observer must not predict when cover leaves.
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    schedule.start(now(), &mut rng);
+    let mut waiting: Option<Packet> = None;
+    let result: Result<(), ClientError> = (|| {
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                // No new real packets; those already queued still leave in payload slots,
+                // then the driver ends.
+                real.close();
+                if waiting.is_none() {
+                    waiting = real.try_recv().ok();
+                }
+                if waiting.is_none() {
+                    return Ok(());
+                }
+            }
+            let Some(c) = client.upgrade() else {
+                return Ok(());
+            };
+            c.loops.expire(Instant::now());
+            drop(c);
+            let Some(due) = schedule.poll_timeout() else {
+                std::thread::sleep(MAX_SLEEP);
+                continue;
+            };
+            let wait = (origin + due.since_origin()).saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                std::thread::sleep(wait.min(MAX_SLEEP));
+                continue;
+            }
+            let Some(c) = client.upgrade() else {
+                return Ok(());
+            };
+            loop {
+                if waiting.is_none() {
+                    waiting = real.try_recv().ok();
+                }
+                let Some((due, kind)) = schedule.pop_due(now(), &mut rng, waiting.is_some()) else {
+                    break;
+                };
+                let packet = match kind {
+                    ClientSend::Real => match waiting.take() {
+                        Some(p) => p,
+                        None => continue,
+                    },
+                    ClientSend::Loop => {
+                        let ready = loops.as_mut().and_then(|r| r.try_recv().ok());
+                        let b = match ready {
+                            Some(b) => b,
+                            None => {
+                                *lock(&shared.counts).entry("built_late").or_default() += 1;
+                                build_cover(&c, true)?
+                            }
+                        };
+                        if let Some((id, route, total)) = b.loop_id {
+                            c.loops.sent(id, route, total + LOOP_DEADLINE);
+                        }
+                        b.packet
+                    }
+                    ClientSend::PayloadCover | ClientSend::Drop => match drops.try_recv() {
+                        Ok(b) => b.packet,
+                        Err(_) => {
+                            *lock(&shared.counts).entry("built_late").or_default() += 1;
+                            build_cover(&c, false)?.packet
+                        }
+                    },
+                };
+                handle.block_on(c.send_packet_now(&packet))?;
+                let t = Instant::now();
+                {
+                    let mut times = lock(&shared.send_times);
+                    if times.len() == SEND_TIMES_KEPT {
+                        times.pop_front();
+                    }
+                    times.push_back(t);
+                }
+                {
+                    let mut l = lock(&shared.lateness);
+                    l.0 += t.saturating_duration_since(origin + due.since_origin());
+                    l.1 += 1;
+                }
+                *lock(&shared.counts).entry(kind_name(kind)).or_default() += 1;
+            }
+        }
+    })();
+    if let Err(e) = result {
+        *lock(&shared.error) = Some(e.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loop_tracker_counts_returns_and_losses_per_relay() {
+        let t = LoopTracker::new([9; 32]);
+        let mut rng = rand::rng();
+        let a = NodeId::from_bytes([1; 32]);
+        let b = NodeId::from_bytes([2; 32]);
+        let (id1, msg1) = t.message(&mut rng);
+        let (id2, _) = t.message(&mut rng);
+        t.sent(id1, vec![a, b], Duration::from_secs(5));
+        t.sent(id2, vec![a], Duration::ZERO);
+        assert!(t.returned(&msg1));
+        assert!(
+            t.returned(&msg1),
+            "a late copy is still ours, not the app's"
+        );
+        let mut forged = msg1;
+        forged[40] ^= 1;
+        assert!(!t.returned(&forged), "only the client can make its loops");
+        assert!(!t.returned(&[7; 40]), "other lengths are messages");
+        let other = LoopTracker::new([8; 32]);
+        assert!(
+            !other.returned(&msg1),
+            "another client's loop is a message to us"
+        );
+        t.expire(Instant::now() + Duration::from_millis(1));
+        let s = t.stats();
+        assert_eq!((s.sent, s.returned, s.lost, s.stale), (2, 1, 1, 1));
+        assert_eq!(s.per_relay[&a], (2, 1));
+        assert_eq!(s.per_relay[&b], (1, 0));
+    }
+}

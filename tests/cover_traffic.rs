@@ -1,0 +1,237 @@
+//! Cover traffic on a real local network: a client's link carries the same Poisson process
+//! whether its user is idle or sending as fast as it can (two-sample Kolmogorov-Smirnov
+//! test), real messages ride in payload slots, loops come home, drop cover ends at gateways.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use lethe_tests::LocalNet;
+
+/// Idle and busy each last STRETCHES x STRETCH. At the test's 300 sends/s that is about
+/// 7,500 gaps each, enough for the test below to tell apart two Poisson processes whose
+/// rates differ by 10% (checked in the test itself, on the idle sample).
+const STRETCHES: usize = 5;
+const STRETCH: Duration = Duration::from_secs(5);
+/// Significance level of the KS test.
+const ALPHA: f64 = 0.01;
+
+fn gaps(times: &[Instant]) -> Vec<f64> {
+    times
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_secs_f64())
+        .collect()
+}
+
+/// The two-sample Kolmogorov-Smirnov statistic: the largest distance between the two
+/// empirical distribution functions.
+fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort_by(f64::total_cmp);
+    b.sort_by(f64::total_cmp);
+    let (n, m) = (a.len() as f64, b.len() as f64);
+    let (mut i, mut j, mut d) = (0usize, 0usize, 0f64);
+    while i < a.len() && j < b.len() {
+        let x = a[i].min(b[j]);
+        while i < a.len() && a[i] <= x {
+            i += 1;
+        }
+        while j < b.len() && b[j] <= x {
+            j += 1;
+        }
+        d = d.max((i as f64 / n - j as f64 / m).abs());
+    }
+    d
+}
+
+/// The KS critical value at level `alpha` for samples of sizes n and m (large-sample form).
+fn ks_critical(alpha: f64, n: usize, m: usize) -> f64 {
+    let c = (-(alpha / 2.0).ln() / 2.0).sqrt();
+    let (n, m) = (n as f64, m as f64);
+    c * ((n + m) / (n * m)).sqrt()
+}
+
+#[test]
+fn ks_statistic_has_known_values() {
+    assert_eq!(ks_statistic(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]), 0.0);
+    assert_eq!(ks_statistic(&[1.0, 2.0], &[3.0, 4.0]), 1.0);
+    assert!((ks_statistic(&[1.0, 2.0, 3.0, 4.0], &[2.5, 3.5, 4.5, 5.5]) - 0.5).abs() < 1e-12);
+    // c(0.05) = 1.358 (the textbook value).
+    assert!((ks_critical(0.05, 100, 100) - 1.358 * (0.02f64).sqrt()).abs() < 1e-3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_looks_the_same_idle_and_busy() {
+    let net = LocalNet::start_with_env(
+        "127.75.0",
+        5,
+        &[
+            ("LETHE_COVER_PAYLOAD_MS", "4"),
+            ("LETHE_COVER_LOOP_MS", "40"),
+            ("LETHE_COVER_DROP_MS", "40"),
+        ],
+    )
+    .unwrap();
+    let alice = Arc::new(
+        net.client("alice", "gateway-1", "127.75.1.1:0")
+            .await
+            .unwrap(),
+    );
+    let bob = Arc::new(
+        net.client("bob", "gateway-2", "127.75.1.2:0")
+            .await
+            .unwrap(),
+    );
+    bob.subscribe().await.unwrap();
+    alice.subscribe().await.unwrap();
+    let rates = alice.topology().client_rates();
+    assert_eq!(
+        (rates.payload, rates.loop_, rates.drop),
+        (250.0, 25.0, 25.0)
+    );
+
+    // Bob counts what arrives, all along.
+    let received = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (bob, received) = (bob.clone(), received.clone());
+        tokio::spawn(async move {
+            while bob.recv_timeout(Duration::from_secs(30)).await.is_some() {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let cover = alice.start_cover().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Idle and busy stretches alternate, so that whatever else the machine does at the time
+    // weighs on both samples alike. Gaps are taken within a stretch only.
+    let to = bob.address();
+    let busy_now = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let offered = Arc::new(AtomicU64::new(0));
+    // Several writers, so that building packets never lets the queue run dry.
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (alice, busy_now, done, offered) = (
+                alice.clone(),
+                busy_now.clone(),
+                done.clone(),
+                offered.clone(),
+            );
+            tokio::spawn(async move {
+                let body = vec![0x42u8; 1000];
+                while !done.load(Ordering::Relaxed) {
+                    // Keep a few packets queued: enough that no payload slot finds the
+                    // queue empty, few enough that it drains at once when idle begins.
+                    if busy_now.load(Ordering::Relaxed) && alice.queued() < 64 {
+                        alice.send(&to, &body).await.unwrap();
+                        offered.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let count = |m: &std::collections::HashMap<&str, u64>, k: &str| *m.get(k).unwrap_or(&0);
+    let (mut idle, mut busy) = (Vec::new(), Vec::new());
+    let (mut real, mut filler, mut idle_real) = (0, 0, 0);
+    for _ in 0..STRETCHES {
+        // Idle: wait until the queue has drained, then measure.
+        busy_now.store(false, Ordering::Relaxed);
+        while alice.queued() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let before = cover.counts();
+        cover.clear_send_times();
+        tokio::time::sleep(STRETCH).await;
+        idle.extend(gaps(&cover.send_times()));
+        idle_real += count(&cover.counts(), "real") - count(&before, "real");
+        // Busy: the application sends as fast as the queue takes it; measure once it is
+        // full.
+        busy_now.store(true, Ordering::Relaxed);
+        while alice.queued() < 32 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = cover.counts();
+        cover.clear_send_times();
+        tokio::time::sleep(STRETCH).await;
+        busy.extend(gaps(&cover.send_times()));
+        let after = cover.counts();
+        real += count(&after, "real") - count(&before, "real");
+        filler += count(&after, "payload_cover") - count(&before, "payload_cover");
+    }
+    done.store(true, Ordering::Relaxed);
+    assert_eq!(idle_real, 0, "no real packet while idle");
+
+    // The same process on the wire, idle or busy.
+    let (n, m) = (idle.len(), busy.len());
+    let d = ks_statistic(&idle, &busy);
+    let crit = ks_critical(ALPHA, n, m);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    eprintln!(
+        "idle: {n} gaps, mean {:.3} ms; busy: {m} gaps, mean {:.3} ms; D = {d:.4}, critical {crit:.4}",
+        mean(&idle) * 1e3,
+        mean(&busy) * 1e3
+    );
+    let q = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        [0.1, 0.25, 0.5, 0.75, 0.9, 0.99]
+            .map(|p| (v[(p * v.len() as f64) as usize] * 1e4).round() / 10.0)
+    };
+    eprintln!("quantiles (ms) idle {:?} busy {:?}", q(&idle), q(&busy));
+    assert!(n > 5000 && m > 5000, "too few sends: {n} idle, {m} busy");
+    assert!(
+        d < crit,
+        "idle and busy inter-send times differ: D = {d:.4} >= {crit:.4} (alpha {ALPHA})"
+    );
+    // And the test can see a 10% change of rate with this many samples.
+    let faster: Vec<f64> = idle.iter().map(|g| g / 1.1).collect();
+    let d10 = ks_statistic(&idle, &faster);
+    assert!(
+        d10 > ks_critical(ALPHA, n, n),
+        "a 10% rate change is not detectable with {n} samples: D = {d10:.4}"
+    );
+
+    // While busy, (nearly) every payload slot carried a real packet.
+    assert!(
+        real > 4000 && filler * 50 < real,
+        "busy phase: {real} real packets, {filler} payload cover"
+    );
+
+    // Every real packet reaches bob.
+    for w in writers {
+        w.await.unwrap();
+    }
+    let final_counts = cover.stop().await;
+    let sent_real = offered.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.load(Ordering::Relaxed) < sent_real && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(received.load(Ordering::Relaxed), sent_real);
+
+    // Loops came home through every layer; drop cover ended at the gateways.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let loops = alice.loop_stats();
+    assert!(loops.returned > 500, "{loops:?}");
+    assert_eq!(loops.lost, 0, "{loops:?}");
+    let mixes_on_loops = loops.per_relay.len();
+    assert!(
+        mixes_on_loops >= 7,
+        "loops crossed only {mixes_on_loops} relays"
+    );
+    let dropped = net.metric("gateway-1", "lethe_drop_cover_total").await
+        + net.metric("gateway-2", "lethe_drop_cover_total").await;
+    assert_eq!(
+        dropped as u64,
+        count(&final_counts, "drop") + count(&final_counts, "payload_cover"),
+        "every drop cover packet ends at a gateway"
+    );
+    reader.abort();
+}
