@@ -22,3 +22,4 @@ pub use time::Timestamp;
 pub use topology::{
     EpochKey, NodeDescriptor, Role, SignedDescriptor, SignedTopology, Topology, TopologyBody,
 };
+pub mod socks;
