@@ -23,3 +23,4 @@ pub use topology::{
     EpochKey, NodeDescriptor, Role, SignedDescriptor, SignedTopology, Topology, TopologyBody,
 };
 pub mod socks;
+pub mod surb;

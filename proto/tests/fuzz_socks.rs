@@ -59,3 +59,17 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #[test]
+    fn surb_parsing_never_panics(
+        bytes in prop_oneof![
+            proptest::collection::vec(any::<u8>(), lethe_proto::surb::SURB_SIZE),
+            proptest::collection::vec(any::<u8>(), 0..800),
+        ]
+    ) {
+        if let Ok(s) = lethe_proto::surb::Surb::from_bytes(&bytes) {
+            let _ = s.into_packet(b"x");
+        }
+    }
+}
