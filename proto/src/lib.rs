@@ -23,4 +23,5 @@ pub use topology::{
     EpochKey, NodeDescriptor, Role, SignedDescriptor, SignedTopology, Topology, TopologyBody,
 };
 pub mod socks;
+pub mod stream;
 pub mod surb;

@@ -73,3 +73,83 @@ proptest! {
         }
     }
 }
+
+fn chunk() -> impl Strategy<Value = lethe_proto::stream::Chunk> {
+    use lethe_proto::socks::Reply;
+    use lethe_proto::stream::{AckFrame, Body, Chunk, MAX_ACK_RANGES};
+    use lethe_proto::surb::SURB_SIZE;
+    let body = prop_oneof![
+        Just(None),
+        proptest::option::of(target()).prop_map(|t| Some(Body::Open(t))),
+        proptest::collection::vec(any::<u8>(), 0..1000).prop_map(|d| Some(Body::Data(d))),
+        Just(Some(Body::Fin)),
+        (0u8..=8).prop_map(|c| Reply::from_code(c).map(Body::Reset)),
+    ];
+    let ack = proptest::option::of(
+        (
+            0u32..1000,
+            proptest::collection::vec((1u32..50, 0u32..50), 0..=MAX_ACK_RANGES),
+        )
+            .prop_map(|(cumulative, gaps)| {
+                let mut at = cumulative;
+                let ranges = gaps
+                    .into_iter()
+                    .map(|(gap, len)| {
+                        let first = at + gap;
+                        at = first + len;
+                        (first, at)
+                    })
+                    .collect();
+                AckFrame { cumulative, ranges }
+            }),
+    );
+    (any::<u64>(), any::<u32>(), body, ack, 0usize..=2).prop_map(
+        move |(stream, seq, body, ack, k)| {
+            let ack = if body.is_none() {
+                Some(ack.unwrap_or_default())
+            } else {
+                ack
+            };
+            Chunk {
+                stream,
+                seq,
+                body,
+                ack,
+                surbs: vec![vec![0x11; SURB_SIZE]; k],
+            }
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn chunk_decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2100)) {
+        let _ = lethe_proto::stream::Chunk::decode(&bytes);
+        // and past the version and kind checks, into the fields
+        let mut b = bytes;
+        if b.len() >= 3 {
+            b[0] = 1;
+            b[1] %= 5;
+            b[2] %= 4;
+            let _ = lethe_proto::stream::Chunk::decode(&b);
+        }
+    }
+
+    #[test]
+    fn chunks_round_trip_and_mutations_never_panic(
+        c in chunk(),
+        i in any::<usize>(),
+        b in any::<u8>(),
+        cut in any::<usize>(),
+    ) {
+        use lethe_proto::stream::Chunk;
+        let wire = c.encode().unwrap();
+        prop_assert!(wire.len() <= lethe_proto::packet::MAX_MESSAGE_LEN);
+        prop_assert_eq!(Chunk::decode(&wire).unwrap(), c);
+        let mut m = wire.clone();
+        let at = i % m.len();
+        m[at] = b;
+        let _ = Chunk::decode(&m);
+        prop_assert!(Chunk::decode(&wire[..cut % wire.len()]).is_err());
+    }
+}
