@@ -206,7 +206,6 @@ fn a_link_cut_midway_fails_and_the_receiver_holds_only_a_prefix() {
     let sent = data(200_000, 4);
     let mut fwd = Net::new(7, 0.0, 0.0, (100, 300));
     let mut back = Net::new(8, 0.0, 0.0, (100, 300));
-    back.loss = 0.0;
     let cfg = SenderConfig {
         window: 4,
         max_retries: 3,
