@@ -9,6 +9,7 @@ use lethe_net::directory::DirectoryClient;
 use lethe_net::link::{ReadOutcome, read_frame, write_frame};
 use lethe_net::{NetError, TlsIdentity, tls};
 use lethe_proto::packet::{MAX_MESSAGE_LEN, build_packet};
+use lethe_proto::surb::SurbId;
 use lethe_proto::{ClientAddress, ClientId, FrameKind, Key32, NodeId, Packet, Topology};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -178,6 +179,16 @@ pub struct Client {
     address: ClientAddress,
     send: Mutex<quinn::SendStream>,
     incoming: Mutex<mpsc::Receiver<Vec<u8>>>,
+    replies: Mutex<mpsc::Receiver<Reply>>,
+}
+
+/// A SURB reply the gateway handed us: which SURB it used, and the payload still sealed for
+/// that SURB's key ([`lethe_proto::surb::SurbKey::recover`] opens it).
+pub struct Reply {
+    /// The SURB's identifier, to find its key.
+    pub surb_id: SurbId,
+    /// The sealed payload, [`lethe_proto::packet::PAYLOAD_SIZE`] bytes.
+    pub sealed: Vec<u8>,
 }
 
 impl Drop for Client {
@@ -226,7 +237,8 @@ impl Client {
         let conn = tls::connect(&endpoint, &id, gw.address, gw.tls_cert).await?;
         let send = conn.open_uni().await.map_err(NetError::Connection)?;
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(receive_loop(conn.clone(), tx));
+        let (reply_tx, reply_rx) = mpsc::channel(4096);
+        tokio::spawn(receive_loop(conn.clone(), tx, reply_tx));
         let topology = Arc::new(std::sync::RwLock::new(topology));
         let refresher = tokio::spawn(refresh_topology(directory.clone(), topology.clone()));
         Ok(Client {
@@ -241,6 +253,7 @@ impl Client {
             },
             send: Mutex::new(send),
             incoming: Mutex::new(rx),
+            replies: Mutex::new(reply_rx),
         })
     }
 
@@ -319,6 +332,32 @@ impl Client {
             .flatten()
     }
 
+    /// The next SURB reply, or `None` after `timeout` or when the connection closed.
+    /// Replies never appear in [`Client::recv_timeout`], nor messages here.
+    pub async fn recv_reply_timeout(&self, timeout: Duration) -> Option<Reply> {
+        let mut rx = self.replies.lock().await;
+        tokio::time::timeout(timeout, rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Every SURB reply, as a channel of its own (for a driver that owns the receiving
+    /// side); afterwards [`Client::recv_reply_timeout`] sees nothing.
+    pub async fn take_replies(&self) -> mpsc::Receiver<Reply> {
+        let mut rx = self.replies.lock().await;
+        let (_, empty) = mpsc::channel(1);
+        std::mem::replace(&mut *rx, empty)
+    }
+
+    /// Every delivered message, as a channel of its own; afterwards
+    /// [`Client::recv_timeout`] sees nothing.
+    pub async fn take_messages(&self) -> mpsc::Receiver<Vec<u8>> {
+        let mut rx = self.incoming.lock().await;
+        let (_, empty) = mpsc::channel(1);
+        std::mem::replace(&mut *rx, empty)
+    }
+
     /// Finish the link (waiting until the gateway acknowledged every byte) and close.
     pub async fn close(self) {
         self.refresher.abort();
@@ -333,16 +372,40 @@ impl Client {
     }
 }
 
-async fn receive_loop(conn: quinn::Connection, tx: mpsc::Sender<Vec<u8>>) {
+async fn receive_loop(
+    conn: quinn::Connection,
+    tx: mpsc::Sender<Vec<u8>>,
+    replies: mpsc::Sender<Reply>,
+) {
     while let Ok(mut recv) = conn.accept_uni().await {
         let tx = tx.clone();
+        let replies = replies.clone();
         tokio::spawn(async move {
             let mut body = Vec::new();
-            while let Ok(ReadOutcome::Frame(FrameKind::Message)) =
-                read_frame(&mut recv, &mut body).await
-            {
-                if tx.send(std::mem::take(&mut body)).await.is_err() {
-                    return;
+            loop {
+                match read_frame(&mut recv, &mut body).await {
+                    Ok(ReadOutcome::Frame(FrameKind::Message)) => {
+                        if tx.send(std::mem::take(&mut body)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(ReadOutcome::Frame(FrameKind::Reply)) => {
+                        // The frame's bounds guarantee the 16-byte id is there.
+                        let Some((id, sealed)) = body.split_first_chunk::<16>() else {
+                            return;
+                        };
+                        // A zero id never comes from an honest gateway: dropped.
+                        if let Some(surb_id) = SurbId::from_bytes(*id) {
+                            let r = Reply {
+                                surb_id,
+                                sealed: sealed.to_vec(),
+                            };
+                            if replies.send(r).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    _ => return,
                 }
             }
         });

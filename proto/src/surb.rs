@@ -240,9 +240,8 @@ mod tests {
         false
     }
 
-    /// The final hop as the gateway must do it for a reply: peel the header, read the
-    /// identifier and hand on the still-sealed payload. (`SphinxNode::process` instead tries
-    /// to read the plaintext, which a SURB reply does not have yet: see the test below.)
+    /// The final hop straight over the backend: peel the header, read the identifier and
+    /// the still-sealed payload (what `SphinxNode::process` must return as a Reply).
     fn final_hop(secret: &[u8; 32], packet: &[u8]) -> (ClientId, [u8; 16], Vec<u8>) {
         let p = SphinxPacket::from_bytes(packet).unwrap();
         match p.process(&PrivateKey::from(*secret)).unwrap().data {
@@ -292,21 +291,28 @@ mod tests {
                     assert_eq!(delay, delays[i]);
                     pkt = packet;
                 }
-                Processed::Deliver { .. } => panic!("hop {i} delivered early"),
+                Processed::Deliver { .. } | Processed::Reply { .. } => {
+                    panic!("hop {i} delivered early")
+                }
             }
         }
-        // Today's `SphinxNode::process` cannot deliver a reply: it tries to read the
-        // plaintext at the final hop, and the payload is still sealed for the creator.
-        // The gateway must instead hand on (identifier, sealed payload) when the identifier
-        // is non-zero; until packet.rs does, this documents the gap.
-        assert!(matches!(
-            ns[4].node.process(pkt.as_bytes(), never),
-            Err(Error::BadPayload)
-        ));
-        let (dest, id, sealed) = final_hop(&ns[4].secret, pkt.as_bytes());
+        // The final hop sees a non-zero identifier and hands on the sealed payload.
+        let Processed::Reply {
+            destination,
+            surb_id,
+            sealed,
+        } = ns[4].node.process(pkt.as_bytes(), never).unwrap()
+        else {
+            panic!("the final hop of a SURB reply gives Processed::Reply");
+        };
+        assert_eq!(destination, me);
+        assert_eq!(surb_id, key.id());
+        assert_eq!(sealed.len(), PAYLOAD_SIZE);
+        // same as the raw backend's view
+        let (dest, id, raw) = final_hop(&ns[4].secret, pkt.as_bytes());
         assert_eq!(dest, me);
         assert_eq!(SurbId::from_bytes(id), Some(key.id()));
-        assert_eq!(sealed.len(), PAYLOAD_SIZE);
+        assert_eq!(raw, sealed);
         assert_eq!(key.recover(&sealed).unwrap(), reply);
 
         // another SURB's key does not open it, nor does a tampered payload
