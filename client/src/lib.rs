@@ -15,6 +15,9 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
+pub mod pipe;
+pub mod socks;
+
 /// File name of the client's configuration inside its directory.
 pub const CONFIG_FILE: &str = "client.toml";
 
