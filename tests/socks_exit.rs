@@ -1,5 +1,6 @@
 //! `curl --socks5-hostname` through the local mixnet: the SOCKS proxy and the exit service
 //! started by localnet.sh, a local HTTP server, the real curl binary.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
