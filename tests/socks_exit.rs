@@ -130,7 +130,7 @@ fn curl_fetches_files_through_the_mixnet() {
     let tmp = tempfile::tempdir().unwrap();
     let files: HashMap<String, Arc<Vec<u8>>> = [
         ("/100k".to_string(), random(100_000)),
-        ("/500k".to_string(), random(500_000)),
+        ("/1m".to_string(), random(1_000_000)),
         ("/5m".to_string(), random(5_000_000)),
     ]
     .into_iter()
@@ -156,7 +156,7 @@ fn curl_fetches_files_through_the_mixnet() {
         .map(|i| {
             let (proxy, u, out) = (
                 net.socks.clone(),
-                url("/500k"),
+                url("/1m"),
                 tmp.path().join(format!("p{i}")),
             );
             std::thread::spawn(move || curl(&proxy, &u, &out, 120))
@@ -165,11 +165,11 @@ fn curl_fetches_files_through_the_mixnet() {
     for h in handles {
         let f = h.join().unwrap();
         assert!(f.ok, "parallel curl: {}\n{}", f.stderr, logs(&net));
-        assert!(f.body == *files["/500k"], "a parallel download differs");
+        assert!(f.body == *files["/1m"], "a parallel download differs");
     }
     eprintln!(
-        "8 x 500k in parallel: {}",
-        rate(8 * 500_000, start.elapsed())
+        "8 x 1 MB in parallel: {}",
+        rate(8 * 1_000_000, start.elapsed())
     );
 
     // (d) a denied destination gets a SOCKS error reply, not a hang

@@ -116,6 +116,24 @@ impl Pipe {
         mut self,
         transport: &mut T,
         tcp: Option<TcpStream>,
+        inbox: mpsc::Receiver<Chunk>,
+    ) -> PipeEnd {
+        let started = Instant::now();
+        let end = self.drive(transport, tcp, inbox).await;
+        tracing::debug!(
+            ?end,
+            secs = started.elapsed().as_secs_f64(),
+            srtt = ?self.sender.rtt().srtt(),
+            rto = ?self.sender.rtt().rto(),
+            "stream ended"
+        );
+        end
+    }
+
+    async fn drive<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        tcp: Option<TcpStream>,
         mut inbox: mpsc::Receiver<Chunk>,
     ) -> PipeEnd {
         let origin = Instant::now();
@@ -153,10 +171,9 @@ impl Pipe {
             let ack_now = ack_pending > 0
                 && (ack_pending >= self.config.ack_every || ack_due.is_some_and(|d| d <= now));
             if (ack_now && transport.ready()) || (done_at.is_none() && transport.wants_extra(now)) {
-                let mut c = Chunk::ack_only(self.id, self.receiver.ack());
-                if !self.received_any {
-                    c.ack = None;
-                }
+                // Before anything arrived the ack acknowledges nothing (cumulative 0), but an
+                // ack-only chunk must carry one.
+                let c = Chunk::ack_only(self.id, self.receiver.ack());
                 ack_pending = 0;
                 ack_due = None;
                 if transport.transmit(c).await.is_err() {

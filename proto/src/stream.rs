@@ -206,9 +206,13 @@ impl Chunk {
             + SURB_SIZE * self.surbs.len()
     }
 
-    /// Encode; fails if the chunk would not fit one packet's message, or has more than
-    /// [`MAX_ACK_RANGES`] ranges or a SURB of the wrong size.
+    /// Encode; fails if the chunk would not fit one packet's message, has neither body nor
+    /// ack, or has more than [`MAX_ACK_RANGES`] ranges or a SURB of the wrong size.
     pub fn encode(&self) -> Result<Vec<u8>, StreamError> {
+        // An ack-only chunk without an ack would not decode: refuse it here too.
+        if self.body.is_none() && self.ack.is_none() {
+            return Err(StreamError::Flags { kind: 0, got: 0 });
+        }
         let len = self.encoded_len();
         if len > MAX_MESSAGE_LEN {
             return Err(StreamError::TooLong {

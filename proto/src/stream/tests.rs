@@ -564,3 +564,26 @@ fn bad_configurations_are_refused() {
         ));
     }
 }
+
+#[test]
+fn a_chunk_without_body_or_ack_is_refused_at_encoding() {
+    // Decoding refuses kind 0 without the ack flag, so encoding must too (a driver once
+    // sent SURB top-ups this way and the exit dropped them all).
+    let bare = Chunk {
+        stream: ID,
+        seq: 0,
+        body: None,
+        ack: None,
+        surbs: vec![vec![0; SURB_SIZE]],
+    };
+    assert!(matches!(
+        bare.encode(),
+        Err(StreamError::Flags { kind: 0, got: 0 })
+    ));
+    let with_ack = Chunk {
+        ack: Some(AckFrame::default()),
+        ..bare
+    };
+    let bytes = with_ack.encode().unwrap();
+    assert_eq!(Chunk::decode(&bytes).unwrap(), with_ack);
+}
