@@ -547,9 +547,10 @@ impl Transport for ExitTransport {
             if surb.first_hop() != self.ctx.gateway {
                 continue;
             }
-            let (_, packet) = surb
-                .into_packet(&msg)
-                .map_err(lethe_client::ClientError::from)?;
+            // A SURB that cannot carry the chunk (malformed) is dropped, not the stream.
+            let Ok((_, packet)) = surb.into_packet(&msg) else {
+                continue;
+            };
             if let Err(e) = self.ctx.client.send_packet(&packet).await {
                 warn!(error = %e, "cannot send to the gateway");
                 return Err(e.into());
