@@ -10,6 +10,9 @@
 # 2 mixes in each of 3 layers, each node on its own address PREFIX.N (default PREFIX
 # 127.0.0): authorities .10 .13 .14 (HTTP :8000), gateways .11 and .12, mixes .21 .22
 # (layer 1), .31 .32 (layer 2), .41 .42 (layer 3); QUIC on :9000, metrics on :9100.
+# Also an exit service (a client of gateway-2 on .50, allow-list: loopback only) and a
+# SOCKS5 proxy (a client of gateway-1, listening on .51:1080) whose exit it is;
+# localnet.json lists them as "exit" (its address) and "socks" (the proxy's address).
 #
 # Environment:
 #   LETHE_BIN_DIR       use the lethe-node/lethe-client binaries in this directory (no build)
@@ -128,9 +131,28 @@ start() {
     stop "$dir"
     die "only $ready of $want relays saw the full topology in 30 s; see the logs in $dir"
   fi
-  printf '{\n  "directory": "%s",\n  "directories": [%s],\n  "authority_keys": [%s],\n  "threshold": %s,\n  "bin_dir": "%s",\n  "nodes": [\n%b\n  ]\n}\n' \
-    "$DIRECTORY" "$json_dirs" "$json_keys" "$THRESHOLD" "$BIN" "$json_nodes" > "$dir/localnet.json"
-  echo "localnet: $want relays and ${#AUTHS[@]} directory authorities up; see $dir/localnet.json" >&2
+  # The exit service and a SOCKS proxy using it.
+  local common=(--directory "$DIRECTORY" --threshold "$THRESHOLD" "${key_args[@]}") exit_addr
+  exit_addr=$("$BIN/lethe-node" init --dir "$dir/exit" --role exit --listen "$PREFIX.50:0" \
+    --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-2")" --allow "127.0.0.0/8:*" \
+    --allow "[::1]:*" "${common[@]}" 2>/dev/null) || { stop "$dir"; die "init of the exit failed"; }
+  "$BIN/lethe-node" run --dir "$dir/exit" >> "$dir/exit/node.log" 2>&1 &
+  echo "$! exit" >> "$dir/pids"
+  "$BIN/lethe-client" init --dir "$dir/socks" "${common[@]}" \
+    --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-1")" > /dev/null || { stop "$dir"; die "init of the proxy failed"; }
+  "$BIN/lethe-client" socks --dir "$dir/socks" --listen "$PREFIX.51:1080" --exit "$exit_addr" \
+    --bind "$PREFIX.51:0" >> "$dir/socks/socks.log" 2>&1 &
+  echo "$! socks" >> "$dir/pids"
+  local up=0
+  for _ in $(seq 1 100); do
+    if timeout 1 bash -c "exec 3<>/dev/tcp/$PREFIX.51/1080" 2>/dev/null; then up=1; break; fi
+    sleep 0.1
+  done
+  [ "$up" = 1 ] || { stop "$dir"; die "the SOCKS proxy did not come up; see $dir/socks/socks.log"; }
+  printf '{\n  "directory": "%s",\n  "directories": [%s],\n  "authority_keys": [%s],\n  "threshold": %s,\n  "bin_dir": "%s",\n  "exit": "%s",\n  "exit_log": "%s",\n  "socks": "%s",\n  "socks_log": "%s",\n  "nodes": [\n%b\n  ]\n}\n' \
+    "$DIRECTORY" "$json_dirs" "$json_keys" "$THRESHOLD" "$BIN" "$exit_addr" "$dir/exit/node.log" \
+    "$PREFIX.51:1080" "$dir/socks/socks.log" "$json_nodes" > "$dir/localnet.json"
+  echo "localnet: $want relays, ${#AUTHS[@]} directory authorities, an exit and a SOCKS proxy ($PREFIX.51:1080) up; see $dir/localnet.json" >&2
 }
 
 stop() {
@@ -186,9 +208,22 @@ demo() {
       "$(metric "$h" lethe_packets_in_total)" "$(metric "$h" lethe_packets_out_total)" \
       "$(metric "$h" lethe_messages_delivered_total)"
   done
+  if command -v curl > /dev/null; then
+    mkdir -p "$dir/www" && echo "hello from behind the mixnet" > "$dir/www/hello.txt"
+    if command -v python3 > /dev/null; then
+      (cd "$dir/www" && exec python3 -m http.server --bind "$PREFIX.60" 8080 > /dev/null 2>&1) &
+      echo "$! www" >> "$dir/pids"
+      sleep 0.5
+      echo
+      echo "curl --socks5-hostname $PREFIX.51:1080 http://$PREFIX.60:8080/hello.txt"
+      curl -sS --max-time 30 --socks5-hostname "$PREFIX.51:1080" "http://$PREFIX.60:8080/hello.txt" ||
+        echo "(fetch through the proxy failed; see $dir/exit/node.log and $dir/socks/socks.log)"
+    fi
+  fi
   echo
   echo "The network keeps running: directory $DIRECTORY, data and logs in $dir."
   echo "Try: echo hi | $BIN/lethe-client send --dir $dir/alice --to $bob"
+  echo "     curl --socks5-hostname $PREFIX.51:1080 http://127.0.0.1:PORT/  (any local HTTP server)"
   echo "Ctrl-C stops every node and removes $dir."
   while true; do sleep 1; done
 }

@@ -9,6 +9,7 @@ use lethe_net::directory::DirectoryClient;
 use lethe_net::link::{ReadOutcome, read_frame, write_frame};
 use lethe_net::{NetError, TlsIdentity, tls};
 use lethe_proto::packet::{MAX_MESSAGE_LEN, build_packet};
+use lethe_proto::surb::SurbId;
 use lethe_proto::{ClientAddress, ClientId, FrameKind, Key32, NodeId, Packet, Topology};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,8 @@ use tokio::sync::{Mutex, mpsc};
 
 pub mod cover;
 pub use cover::{Cover, LoopStats};
+pub mod pipe;
+pub mod socks;
 
 /// File name of the client's configuration inside its directory.
 pub const CONFIG_FILE: &str = "client.toml";
@@ -190,6 +193,16 @@ pub struct Client {
     /// Set while cover traffic runs: real packets wait here for a payload slot.
     cover_queue: std::sync::OnceLock<mpsc::Sender<Packet>>,
     loops: Arc<cover::LoopTracker>,
+    replies: Mutex<mpsc::Receiver<Reply>>,
+}
+
+/// A SURB reply the gateway handed us: which SURB it used, and the payload still sealed for
+/// that SURB's key ([`lethe_proto::surb::SurbKey::recover`] opens it).
+pub struct Reply {
+    /// The SURB's identifier, to find its key.
+    pub surb_id: SurbId,
+    /// The sealed payload, [`lethe_proto::packet::PAYLOAD_SIZE`] bytes.
+    pub sealed: Vec<u8>,
 }
 
 impl Drop for Client {
@@ -241,7 +254,8 @@ impl Client {
         let loops = Arc::new(cover::LoopTracker::new(
             id.derive_secret("lethe-client loop cover v1"),
         ));
-        tokio::spawn(receive_loop(conn.clone(), tx, loops.clone()));
+        let (reply_tx, reply_rx) = mpsc::channel(4096);
+        tokio::spawn(receive_loop(conn.clone(), tx, reply_tx, loops.clone()));
         let topology = Arc::new(std::sync::RwLock::new(topology));
         let refresher = tokio::spawn(refresh_topology(directory.clone(), topology.clone()));
         Ok(Client {
@@ -258,6 +272,7 @@ impl Client {
             incoming: Mutex::new(rx),
             cover_queue: std::sync::OnceLock::new(),
             loops,
+            replies: Mutex::new(reply_rx),
         })
     }
 
@@ -350,6 +365,32 @@ impl Client {
             .flatten()
     }
 
+    /// The next SURB reply, or `None` after `timeout` or when the connection closed.
+    /// Replies never appear in [`Client::recv_timeout`], nor messages here.
+    pub async fn recv_reply_timeout(&self, timeout: Duration) -> Option<Reply> {
+        let mut rx = self.replies.lock().await;
+        tokio::time::timeout(timeout, rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Every SURB reply, as a channel of its own (for a driver that owns the receiving
+    /// side); afterwards [`Client::recv_reply_timeout`] sees nothing.
+    pub async fn take_replies(&self) -> mpsc::Receiver<Reply> {
+        let mut rx = self.replies.lock().await;
+        let (_, empty) = mpsc::channel(1);
+        std::mem::replace(&mut *rx, empty)
+    }
+
+    /// Every delivered message, as a channel of its own; afterwards
+    /// [`Client::recv_timeout`] sees nothing.
+    pub async fn take_messages(&self) -> mpsc::Receiver<Vec<u8>> {
+        let mut rx = self.incoming.lock().await;
+        let (_, empty) = mpsc::channel(1);
+        std::mem::replace(&mut *rx, empty)
+    }
+
     /// Finish the link (waiting until the gateway acknowledged every byte) and close.
     pub async fn close(self) {
         self.refresher.abort();
@@ -391,21 +432,42 @@ fn build_outgoing(
 async fn receive_loop(
     conn: quinn::Connection,
     tx: mpsc::Sender<Vec<u8>>,
+    replies: mpsc::Sender<Reply>,
     loops: Arc<cover::LoopTracker>,
 ) {
     while let Ok(mut recv) = conn.accept_uni().await {
         let tx = tx.clone();
+        let replies = replies.clone();
         let loops = loops.clone();
         tokio::spawn(async move {
             let mut body = Vec::new();
-            while let Ok(ReadOutcome::Frame(FrameKind::Message)) =
-                read_frame(&mut recv, &mut body).await
-            {
-                if loops.returned(&body) {
-                    continue;
-                }
-                if tx.send(std::mem::take(&mut body)).await.is_err() {
-                    return;
+            loop {
+                match read_frame(&mut recv, &mut body).await {
+                    Ok(ReadOutcome::Frame(FrameKind::Message)) => {
+                        if loops.returned(&body) {
+                            continue;
+                        }
+                        if tx.send(std::mem::take(&mut body)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(ReadOutcome::Frame(FrameKind::Reply)) => {
+                        // The frame's bounds guarantee the 16-byte id is there.
+                        let Some((id, sealed)) = body.split_first_chunk::<16>() else {
+                            return;
+                        };
+                        // A zero id never comes from an honest gateway: dropped.
+                        if let Some(surb_id) = SurbId::from_bytes(*id) {
+                            let r = Reply {
+                                surb_id,
+                                sealed: sealed.to_vec(),
+                            };
+                            if replies.send(r).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    _ => return,
                 }
             }
         });

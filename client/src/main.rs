@@ -96,6 +96,18 @@ enum Cmd {
         #[arg(long)]
         no_cover: bool,
     },
+    /// Serve a local SOCKS5 proxy (no authentication, CONNECT) whose connections cross the
+    /// mixnet to the exit service at ADDRESS; runs until Ctrl-C or the gateway goes away.
+    Socks {
+        #[command(flatten)]
+        net: Net,
+        /// TCP address of the SOCKS5 server.
+        #[arg(long, default_value = "127.0.0.1:1080")]
+        listen: SocketAddr,
+        /// The exit service's address (CLIENT@GATEWAY, from `lethe-node address`).
+        #[arg(long)]
+        exit: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -199,6 +211,16 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 && got < c
             {
                 bail!("timed out after {got} of {c} messages");
+            }
+        }
+        Cmd::Socks { net, listen, exit } => {
+            let exit: ClientAddress = exit.parse().context("--exit")?;
+            let client = std::sync::Arc::new(Client::connect(&net.dir, net.options()).await?);
+            let cfg = lethe_client::socks::SocksConfig::new(listen, exit);
+            eprintln!("SOCKS5 proxy on {listen}");
+            tokio::select! {
+                r = lethe_client::socks::serve(client, cfg) => r?,
+                _ = tokio::signal::ctrl_c() => {}
             }
         }
     }

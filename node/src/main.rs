@@ -28,6 +28,8 @@ enum RoleArg {
     Mix,
     Gateway,
     Authority,
+    /// The exit service: a client of a gateway that opens TCP connections for SOCKS streams.
+    Exit,
 }
 
 #[derive(Subcommand)]
@@ -44,9 +46,16 @@ enum Cmd {
         /// Mix layer (1-3), mixes only.
         #[arg(long)]
         layer: Option<u8>,
-        /// QUIC (relays) or HTTP (authority) listen address.
+        /// QUIC (relays) or HTTP (authority) listen address; for an exit, the local address
+        /// of its QUIC endpoint to the gateway.
         #[arg(long)]
-        listen: SocketAddr,
+        listen: Option<SocketAddr>,
+        /// Exit: the gateway to attach to (hex node id); picked at random if absent.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Exit: allow-list rule HOST:PORT (repeatable; default *:80 and *:443).
+        #[arg(long = "allow")]
+        allow: Vec<String>,
         /// Address to publish, if not the listen address.
         #[arg(long)]
         public_address: Option<SocketAddr>,
@@ -103,9 +112,16 @@ enum Cmd {
         #[arg(long)]
         unsafe_logging: bool,
     },
-    /// Print the node's identity key (for an authority: the key relays and clients trust).
+    /// Print the node's identity key (for an authority: the key relays and clients trust;
+    /// for an exit: its address CLIENT@GATEWAY).
     Id {
         /// The node's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Print an exit's address (CLIENT@GATEWAY), which SOCKS proxies use as --exit.
+    Address {
+        /// The exit's directory.
         #[arg(long)]
         dir: PathBuf,
     },
@@ -134,12 +150,42 @@ fn main() -> anyhow::Result<()> {
             cover_payload_mean_ms,
             cover_loop_mean_ms,
             cover_drop_mean_ms,
+            gateway,
+            allow,
         } => {
             let role = match role {
                 RoleArg::Mix => NodeRole::Mix,
                 RoleArg::Gateway => NodeRole::Gateway,
                 RoleArg::Authority => NodeRole::Authority,
+                RoleArg::Exit => {
+                    let client = lethe_client::ClientConfig {
+                        directory: directory.unwrap_or_default(),
+                        authority_keys,
+                        threshold,
+                        gateway,
+                    };
+                    let mut exit = lethe_node::exit::ExitSection {
+                        bind: listen,
+                        ..Default::default()
+                    };
+                    if !allow.is_empty() {
+                        exit.allow = allow;
+                    }
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let addr = rt
+                        .block_on(lethe_node::exit::init(&dir, client, exit))
+                        .with_context(|| format!("initialising {}", dir.display()))?;
+                    println!("{addr}");
+                    eprintln!(
+                        "initialised exit service in {} (address printed above)",
+                        dir.display()
+                    );
+                    return Ok(());
+                }
             };
+            let listen = listen.context("--listen is required")?;
             let cfg = NodeConfig {
                 node: NodeSection {
                     role,
@@ -188,6 +234,11 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::Id { dir } | Cmd::Address { dir } if lethe_node::exit::is_exit(&dir) => {
+            println!("{}", lethe_node::exit::address(&dir)?);
+            Ok(())
+        }
+        Cmd::Address { dir } => anyhow::bail!("{} holds no exit service", dir.display()),
         Cmd::Id { dir } => {
             let keys = NodeKeys::load(&dir)?;
             println!("{}", keys.id());
@@ -215,7 +266,11 @@ fn main() -> anyhow::Result<()> {
                     wait_for_signal().await;
                     let _ = tx.send(true);
                 });
-                lethe_node::run(&dir, rx).await
+                if lethe_node::exit::is_exit(&dir) {
+                    lethe_node::exit::run(&dir, rx).await?;
+                    return Ok(());
+                }
+                lethe_node::run(&dir, rx).await.map_err(anyhow::Error::from)
             })
             .with_context(|| format!("node in {shown}"))?;
             Ok(())

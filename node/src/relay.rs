@@ -17,6 +17,7 @@ use lethe_net::directory::DirectoryClient;
 use lethe_net::link::{ReadOutcome, push_frame, read_frame, write_frame};
 use lethe_net::tls::{self, peer_cert_hash};
 use lethe_net::{NetError, Sensitive, http};
+use lethe_proto::frame::REPLY_BODY_LEN;
 use lethe_proto::limit::{Counters, TokenBucket};
 use lethe_proto::packet::PACKET_SIZE;
 use lethe_proto::topology::{NodeDescriptor, Role};
@@ -490,7 +491,21 @@ fn crypto_worker(
                     message,
                 }) => {
                     if shared.is_gateway() {
-                        deliver(&shared, destination, message);
+                        deliver(&shared, destination, FrameKind::Message, &message);
+                    } else {
+                        shared.metrics.count_drop(Reason::UnexpectedFinalHop);
+                    }
+                }
+                Ok(Processed::Reply {
+                    destination,
+                    surb_id,
+                    sealed,
+                }) => {
+                    if shared.is_gateway() {
+                        let mut body = Vec::with_capacity(REPLY_BODY_LEN);
+                        body.extend_from_slice(surb_id.as_bytes());
+                        body.extend_from_slice(&sealed);
+                        deliver(&shared, destination, FrameKind::Reply, &body);
                     } else {
                         shared.metrics.count_drop(Reason::UnexpectedFinalHop);
                     }
@@ -512,13 +527,17 @@ fn crypto_worker(
     }
 }
 
-/// Hand a message to its connected client, or keep it in the mailbox.
-fn deliver(shared: &Shared, client: ClientId, msg: Vec<u8>) {
+/// Hand a message or a SURB reply (`kind`, frame body) to its connected client, or keep it
+/// in the mailbox. Sessions and the mailbox hold the frame kind's byte followed by the body.
+fn deliver(shared: &Shared, client: ClientId, kind: FrameKind, body: &[u8]) {
     if client.is_drop() {
         // A client's drop cover: its purpose ends here.
         shared.metrics.drop_cover.fetch_add(1, Ordering::Relaxed);
         return;
     }
+    let mut msg = Vec::with_capacity(1 + body.len());
+    msg.push(kind as u8);
+    msg.extend_from_slice(body);
     let msg = match lock(&shared.sessions).get(&client) {
         Some((_, tx)) => match tx.try_send(msg) {
             Ok(()) => {
@@ -862,7 +881,7 @@ async fn read_stream(
                     return;
                 }
             }
-            Ok(ReadOutcome::Frame(FrameKind::Message)) => {
+            Ok(ReadOutcome::Frame(FrameKind::Message | FrameKind::Reply)) => {
                 shared.metrics.count_drop(Reason::BadFrame);
                 let _ = recv.stop(code::BAD_FRAME.into());
                 return;
@@ -950,10 +969,13 @@ async fn session_writer(
                 _ = conn.closed() => break None,
             },
         };
-        if write_frame(&mut send, FrameKind::Message, &msg)
-            .await
-            .is_err()
-        {
+        // Each queued item is the frame kind's byte, then the body (see `deliver`).
+        let (kind, body) = match msg.split_first() {
+            Some((&k, body)) if k == FrameKind::Reply as u8 => (FrameKind::Reply, body),
+            Some((_, body)) => (FrameKind::Message, body),
+            None => continue,
+        };
+        if write_frame(&mut send, kind, body).await.is_err() {
             break Some(msg);
         }
     };

@@ -67,3 +67,54 @@ fn malformed_config_is_refused_with_the_field_named() {
     let (ok, err) = node(&["run", "--dir", dir_s]);
     assert!(!ok && err.contains("chmod 600"), "{err}");
 }
+
+#[test]
+fn an_exit_is_initialised_with_private_files_and_prints_its_address() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("exit");
+    let dir_s = dir.to_str().unwrap();
+    let key = "ab".repeat(32);
+    let gateway = "cd".repeat(32);
+    let init = |allow: &str| {
+        Command::new(env!("CARGO_BIN_EXE_lethe-node"))
+            .args([
+                "init",
+                "--dir",
+                dir_s,
+                "--role",
+                "exit",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--directory", "http://127.0.0.1:2", "--authority-key", &key])
+            .args(["--gateway", &gateway, "--allow", allow])
+            .output()
+            .unwrap()
+    };
+    // a malformed allow-list rule is refused before anything is written
+    let out = init("nonsense");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense"));
+    let out = init("127.0.0.0/8:*");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(addr.ends_with(&format!("@{gateway}")), "{addr}");
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let mode = e.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "a file of the exit is readable by others");
+    }
+    let exit_toml = std::fs::read_to_string(dir.join("exit.toml")).unwrap();
+    assert!(exit_toml.contains("127.0.0.0/8:*"), "{exit_toml}");
+    for cmd in ["address", "id"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lethe-node"))
+            .args([cmd, "--dir", dir_s])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), addr, "{cmd}");
+    }
+}

@@ -12,7 +12,7 @@
 //! garbage there is no way to find the next frame boundary.
 
 use crate::Error;
-use crate::packet::{MAX_MESSAGE_LEN, PACKET_SIZE};
+use crate::packet::{MAX_MESSAGE_LEN, PACKET_SIZE, PAYLOAD_SIZE};
 
 /// The only frame version this code speaks.
 pub const FRAME_VERSION: u8 = 1;
@@ -29,7 +29,13 @@ pub enum FrameKind {
     Message = 2,
     /// Client to gateway: deliver my messages on this connection (empty body).
     Subscribe = 3,
+    /// A SURB reply, gateway to client: the SURB id ([`crate::surb::SurbId`], 16 bytes),
+    /// then the still-sealed payload ([`PAYLOAD_SIZE`] bytes) for the client's `SurbKey`.
+    Reply = 4,
 }
+
+/// Body length of a [`FrameKind::Reply`] frame.
+pub const REPLY_BODY_LEN: usize = 16 + PAYLOAD_SIZE;
 
 impl FrameKind {
     fn from_u8(b: u8) -> Result<Self, Error> {
@@ -37,6 +43,7 @@ impl FrameKind {
             1 => Ok(FrameKind::Packet),
             2 => Ok(FrameKind::Message),
             3 => Ok(FrameKind::Subscribe),
+            4 => Ok(FrameKind::Reply),
             got => Err(Error::FrameKind { got }),
         }
     }
@@ -47,6 +54,7 @@ impl FrameKind {
             FrameKind::Packet => (PACKET_SIZE, PACKET_SIZE),
             FrameKind::Message => (0, MAX_MESSAGE_LEN),
             FrameKind::Subscribe => (0, 0),
+            FrameKind::Reply => (REPLY_BODY_LEN, REPLY_BODY_LEN),
         }
     }
 }
@@ -156,6 +164,8 @@ mod tests {
         Frame::encode(FrameKind::Packet, &pkt, &mut out).unwrap();
         Frame::encode(FrameKind::Message, b"hi", &mut out).unwrap();
         Frame::encode(FrameKind::Subscribe, b"", &mut out).unwrap();
+        let reply = vec![9u8; REPLY_BODY_LEN];
+        Frame::encode(FrameKind::Reply, &reply, &mut out).unwrap();
         let (f, n) = Frame::decode(&out).unwrap().unwrap();
         assert_eq!((f.kind, f.body), (FrameKind::Packet, &pkt[..]));
         let rest = &out[n..];
@@ -163,7 +173,10 @@ mod tests {
         assert_eq!((f.kind, f.body), (FrameKind::Message, &b"hi"[..]));
         let (f, k) = Frame::decode(&rest[m..]).unwrap().unwrap();
         assert_eq!(f.kind, FrameKind::Subscribe);
-        assert_eq!(m + k, rest.len());
+        let (f, r) = Frame::decode(&rest[m + k..]).unwrap().unwrap();
+        assert_eq!((f.kind, f.body), (FrameKind::Reply, &reply[..]));
+        assert_eq!(m + k + r, rest.len());
+        assert!(Frame::encode(FrameKind::Reply, b"short", &mut Vec::new()).is_err());
     }
 
     #[test]

@@ -26,3 +26,6 @@ pub use time::Timestamp;
 pub use topology::{
     EpochKey, NodeDescriptor, Role, SignedDescriptor, SignedTopology, Topology, TopologyBody,
 };
+pub mod socks;
+pub mod stream;
+pub mod surb;

@@ -15,6 +15,7 @@ use sphinx_packet::route::{Destination, DestinationAddressBytes, Node, NodeAddre
 use sphinx_packet::version::CURRENT_VERSION;
 use sphinx_packet::{ProcessedPacketData, SphinxPacket, SphinxPacketBuilder};
 
+use crate::surb::SurbId;
 use crate::{ClientId, Error, Key32, NodeId};
 
 /// Size of a Sphinx header (always sized for five hops).
@@ -152,6 +153,15 @@ pub enum Processed {
         destination: ClientId,
         message: Vec<u8>,
     },
+    /// This relay is the last hop of a SURB reply (non-zero identifier): hand the
+    /// identifier and the still-sealed payload ([`PAYLOAD_SIZE`] bytes) to the client
+    /// `destination`, the SURB's creator, who alone can open it
+    /// ([`crate::surb::SurbKey::recover`]).
+    Reply {
+        destination: ClientId,
+        surb_id: SurbId,
+        sealed: Vec<u8>,
+    },
 }
 
 /// A relay's Sphinx key and its processing rules.
@@ -250,12 +260,20 @@ impl SphinxNode {
             }
             ProcessedPacketData::FinalHop {
                 destination,
+                identifier,
                 payload,
-                ..
             } => {
+                let destination = ClientId::from_bytes(destination.as_bytes());
+                if let Some(surb_id) = SurbId::from_bytes(identifier) {
+                    return Ok(Processed::Reply {
+                        destination,
+                        surb_id,
+                        sealed: payload.into_bytes(),
+                    });
+                }
                 let message = payload.recover_plaintext().map_err(|_| Error::BadPayload)?;
                 Ok(Processed::Deliver {
-                    destination: ClientId::from_bytes(destination.as_bytes()),
+                    destination,
                     message,
                 })
             }
@@ -339,6 +357,7 @@ mod tests {
                     assert_eq!(message, msg);
                     return;
                 }
+                Processed::Reply { .. } => panic!("a forward packet is not a reply"),
             }
         }
         panic!("never delivered");

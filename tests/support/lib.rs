@@ -87,6 +87,12 @@ pub struct LocalNet {
     pub authority_keys: Vec<String>,
     pub threshold: usize,
     pub nodes: Vec<NodeInfo>,
+    /// The exit service's address (`CLIENT@GATEWAY`) and log.
+    pub exit: String,
+    pub exit_log: PathBuf,
+    /// The SOCKS5 proxy's listen address and log.
+    pub socks: String,
+    pub socks_log: PathBuf,
     /// Nodes restarted by the test (not known to the script's pid file).
     children: HashMap<String, Child>,
 }
@@ -150,6 +156,10 @@ impl LocalNet {
                 .collect(),
             threshold: json["threshold"].as_u64().unwrap_or(1) as usize,
             nodes,
+            exit: s(&json, "exit"),
+            exit_log: s(&json, "exit_log").into(),
+            socks: s(&json, "socks"),
+            socks_log: s(&json, "socks_log").into(),
             root,
             children: HashMap::new(),
         })

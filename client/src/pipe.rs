@@ -1,0 +1,314 @@
+//! One stream between a TCP connection and the mixnet, shared by the SOCKS proxy
+//! ([`crate::socks`]) and the exit service (`lethe-node --role exit`): the I/O around
+//! [`lethe_proto::stream`]'s sans-IO [`Sender`] and [`Receiver`].
+//!
+//! The two ends differ only in how a chunk leaves ([`Transport`]): the proxy wraps it in a
+//! forward packet to the exit and attaches fresh SURBs; the exit puts it in one of the SURBs
+//! the client sent, and can send only while it holds one.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use lethe_proto::Timestamp;
+use lethe_proto::socks::{Reply, encode_reply};
+use lethe_proto::stream::{Chunk, Receiver, Sender, StreamEvent, StreamId, Verdict};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+/// Why a chunk could not leave.
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    #[error(transparent)]
+    Client(#[from] crate::ClientError),
+    #[error(transparent)]
+    Stream(#[from] lethe_proto::stream::StreamError),
+    #[error("crypto worker failed: {0}")]
+    Worker(String),
+    #[error("no SURB key room: {held} keys held")]
+    TooManyKeys { held: usize },
+}
+
+/// How a chunk of this end leaves.
+pub trait Transport: Send {
+    /// Whether a chunk can be sent now (the exit needs a SURB).
+    fn ready(&self) -> bool;
+    /// A chunk of the peer's arrived (the exit keeps its SURBs; the proxy counts it as one
+    /// SURB used).
+    fn on_chunk(&mut self, chunk: &mut Chunk, now: Instant);
+    /// Whether an extra ack-only chunk should go out now (the proxy's SURB top-up).
+    fn wants_extra(&mut self, now: Instant) -> bool;
+    /// When [`Transport::wants_extra`] may turn true without anything arriving.
+    fn next_extra(&self) -> Option<Instant>;
+    /// Encode and send.
+    fn transmit(&mut self, chunk: Chunk) -> impl Future<Output = Result<(), PipeError>> + Send;
+}
+
+/// Tuning of one stream's driver.
+#[derive(Clone, Debug)]
+pub struct PipeConfig {
+    /// Most bytes read from TCP and not yet sent once.
+    pub max_buffered: usize,
+    /// A stream with nothing received from either side this long is dropped.
+    pub idle: Duration,
+    /// The longest an ack waits for a chunk to ride on.
+    pub ack_delay: Duration,
+    /// Send an ack at once after this many unacknowledged chunks.
+    pub ack_every: u32,
+    /// After both halves ended, keep answering retransmissions this long.
+    pub linger: Duration,
+}
+
+impl Default for PipeConfig {
+    fn default() -> Self {
+        PipeConfig {
+            max_buffered: 256 * 1024,
+            idle: Duration::from_secs(300),
+            ack_delay: Duration::from_millis(20),
+            ack_every: 8,
+            linger: Duration::from_secs(3),
+        }
+    }
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipeEnd {
+    /// Both halves finished and were acknowledged.
+    Closed,
+    /// The peer reset the stream with this code.
+    PeerReset(Reply),
+    /// We reset it (e.g. the TCP connection failed, or the exit refused).
+    Reset,
+    /// Our sending half failed: a chunk was never acknowledged.
+    Failed,
+    /// Nothing happened for [`PipeConfig::idle`].
+    Idle,
+    /// The dispatcher went away (shutdown).
+    Gone,
+}
+
+/// The driver's state for one stream.
+pub struct Pipe {
+    /// The stream.
+    pub id: StreamId,
+    /// Tuning.
+    pub config: PipeConfig,
+    /// Our sending half (already opened or reset by the caller).
+    pub sender: Sender,
+    /// Our receiving half (may already have taken the peer's `Open`).
+    pub receiver: Receiver,
+    /// Whether the receiver has taken any numbered chunk (so an ack means something).
+    pub received_any: bool,
+    /// The proxy: answer the SOCKS request when the exit confirms or refuses.
+    pub socks_reply_pending: bool,
+}
+
+fn ts(origin: Instant) -> Timestamp {
+    Timestamp::from_duration(origin.elapsed())
+}
+
+impl Pipe {
+    /// Run the stream until it ends. `tcp` is the local connection (none when the exit
+    /// refused before connecting); `inbox` brings the peer's chunks.
+    pub async fn run<T: Transport>(
+        mut self,
+        transport: &mut T,
+        tcp: Option<TcpStream>,
+        inbox: mpsc::Receiver<Chunk>,
+    ) -> PipeEnd {
+        let started = Instant::now();
+        let end = self.drive(transport, tcp, inbox).await;
+        tracing::debug!(
+            ?end,
+            secs = started.elapsed().as_secs_f64(),
+            srtt = ?self.sender.rtt().srtt(),
+            rto = ?self.sender.rtt().rto(),
+            "stream ended"
+        );
+        end
+    }
+
+    async fn drive<T: Transport>(
+        &mut self,
+        transport: &mut T,
+        tcp: Option<TcpStream>,
+        mut inbox: mpsc::Receiver<Chunk>,
+    ) -> PipeEnd {
+        let origin = Instant::now();
+        let (mut rd, mut wr): (Option<OwnedReadHalf>, Option<OwnedWriteHalf>) = match tcp {
+            Some(t) => {
+                let _ = t.set_nodelay(true);
+                let (r, w) = t.into_split();
+                (Some(r), Some(w))
+            }
+            None => (None, None),
+        };
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut ack_pending = 0u32;
+        let mut ack_due: Option<Instant> = None;
+        let mut last_activity = Instant::now();
+        let mut done_at: Option<Instant> = None;
+        let mut peer_reset: Option<Reply> = None;
+        let mut we_reset = false;
+        loop {
+            // Send what the window, the transport and the peer's acks allow.
+            while transport.ready() {
+                let Some(mut c) = self.sender.poll_transmit(ts(origin)) else {
+                    break;
+                };
+                if self.received_any {
+                    c.ack = Some(self.receiver.ack());
+                    ack_pending = 0;
+                    ack_due = None;
+                }
+                if transport.transmit(c).await.is_err() {
+                    return PipeEnd::Gone;
+                }
+            }
+            let now = Instant::now();
+            let ack_now = ack_pending > 0
+                && (ack_pending >= self.config.ack_every || ack_due.is_some_and(|d| d <= now));
+            if (ack_now && transport.ready()) || (done_at.is_none() && transport.wants_extra(now)) {
+                // Before anything arrived the ack acknowledges nothing (cumulative 0), but an
+                // ack-only chunk must carry one.
+                let c = Chunk::ack_only(self.id, self.receiver.ack());
+                ack_pending = 0;
+                ack_due = None;
+                if transport.transmit(c).await.is_err() {
+                    return PipeEnd::Gone;
+                }
+                continue;
+            }
+            if let Some(code) = peer_reset {
+                return PipeEnd::PeerReset(code);
+            }
+            match self.sender.verdict() {
+                Some(Verdict::Failed { .. }) => {
+                    if let Some(w) = &wr {
+                        // Close with an error (RST), not a clean end of stream.
+                        let _ = w.as_ref().set_zero_linger();
+                    }
+                    return PipeEnd::Failed;
+                }
+                Some(Verdict::Delivered) if we_reset => return PipeEnd::Reset,
+                Some(Verdict::Delivered) if self.receiver.is_ended() => {
+                    let d = *done_at.get_or_insert(now + self.config.linger);
+                    if now >= d {
+                        return PipeEnd::Closed;
+                    }
+                }
+                _ => {}
+            }
+            if now.duration_since(last_activity) >= self.config.idle {
+                return PipeEnd::Idle;
+            }
+            // Wait for the next thing to do.
+            let mut wake = last_activity + self.config.idle;
+            if let Some(t) = self.sender.poll_timeout() {
+                wake = wake.min(origin + t.since_origin());
+            }
+            for t in [ack_due, done_at, transport.next_extra()]
+                .into_iter()
+                .flatten()
+            {
+                wake = wake.min(t);
+            }
+            let can_read = rd.is_some()
+                && !self.socks_reply_pending
+                && self.sender.buffered() < self.config.max_buffered
+                && self.sender.verdict().is_none()
+                && done_at.is_none();
+            tokio::select! {
+                c = inbox.recv() => {
+                    let Some(mut c) = c else { return PipeEnd::Gone };
+                    last_activity = Instant::now();
+                    transport.on_chunk(&mut c, last_activity);
+                    if let Some(a) = &c.ack {
+                        self.sender.on_ack(ts(origin), a);
+                    }
+                    if c.body.is_none() {
+                        continue;
+                    }
+                    self.received_any = true;
+                    let r = self.receiver.on_chunk(&c);
+                    ack_pending += 1;
+                    ack_due.get_or_insert(last_activity + self.config.ack_delay);
+                    for ev in r.events {
+                        match ev {
+                            StreamEvent::Opened(_) => {
+                                if self.socks_reply_pending {
+                                    self.socks_reply_pending = false;
+                                    let ok = encode_reply(Reply::Succeeded, None);
+                                    if let Some(w) = wr.as_mut()
+                                        && w.write_all(&ok).await.is_err()
+                                    {
+                                        let _ = self.sender.reset(Reply::GeneralFailure);
+                                        we_reset = true;
+                                    }
+                                }
+                            }
+                            StreamEvent::Data(d) => {
+                                let failed = match wr.as_mut() {
+                                    Some(w) => w.write_all(&d).await.is_err(),
+                                    None => false,
+                                };
+                                if failed && !we_reset {
+                                    let _ = self.sender.reset(Reply::GeneralFailure);
+                                    we_reset = true;
+                                    rd = None;
+                                }
+                            }
+                            StreamEvent::Finished => {
+                                if let Some(w) = wr.as_mut() {
+                                    let _ = w.shutdown().await;
+                                }
+                            }
+                            StreamEvent::Reset(code) => {
+                                if self.socks_reply_pending {
+                                    self.socks_reply_pending = false;
+                                    if let Some(w) = wr.as_mut() {
+                                        let _ = w.write_all(&encode_reply(code, None)).await;
+                                        let _ = w.shutdown().await;
+                                    }
+                                } else if let Some(w) = &wr {
+                                    let _ = w.as_ref().set_zero_linger();
+                                }
+                                // Ack it before leaving (next turn of the loop).
+                                ack_pending = self.config.ack_every;
+                                peer_reset = Some(code);
+                            }
+                        }
+                    }
+                }
+                r = async {
+                    match rd.as_mut() {
+                        Some(r) => r.read(&mut buf).await,
+                        None => std::future::pending().await,
+                    }
+                }, if can_read => {
+                    last_activity = Instant::now();
+                    match r {
+                        Ok(0) => {
+                            rd = None;
+                            let _ = self.sender.finish();
+                        }
+                        Ok(n) => {
+                            let _ = self.sender.push(&buf[..n]);
+                        }
+                        Err(_) => {
+                            rd = None;
+                            if self.sender.reset(Reply::GeneralFailure).is_ok() {
+                                we_reset = true;
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    self.sender.handle_timeout(ts(origin));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! `lethe-client socks`: a local SOCKS5 proxy (RFC 1928: no authentication, `CONNECT` to
+//! IPv4, IPv6 or a domain name) whose connections cross the mixnet to an exit service.
+//!
+//! Each accepted TCP connection becomes one stream (random [`StreamId`]) to the exit. The
+//! proxy's chunks travel in forward packets; each carries fresh SURBs (route: the exit's
+//! gateway, a mix of each layer, our own gateway) so the exit can answer without knowing who
+//! we are. The proxy keeps each SURB's key by its id until the reply comes or it expires,
+//! estimates how many SURBs the exit still holds for a stream (sent minus chunks received)
+//! and tops it up with ack-only chunks. SURB and packet creation (about 0.65 ms each) run
+//! on the blocking pool, a chunk's SURBs in one batch.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lethe_proto::packet::MAX_MESSAGE_LEN;
+use lethe_proto::socks::{
+    METHOD_NONE_ACCEPTABLE, Parsed, encode_method_selection, encode_reply, parse_greeting,
+    parse_request,
+};
+use lethe_proto::stream::{Chunk, Receiver, Sender, SenderConfig, StreamId, max_data_len};
+use lethe_proto::surb::{SURB_SIZE, Surb, SurbId, SurbKey};
+use lethe_proto::{ClientAddress, Packet};
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::pipe::{Pipe, PipeConfig, PipeEnd, PipeError, Transport};
+use crate::{Client, ClientError};
+
+/// The exit's sending window (chunks in flight): the proxy keeps about this many SURBs, plus
+/// a margin, at the exit for each stream.
+pub const EXIT_WINDOW: usize = 48;
+
+/// Tuning of the proxy.
+#[derive(Clone, Debug)]
+pub struct SocksConfig {
+    /// Where the SOCKS server listens.
+    pub listen: SocketAddr,
+    /// The exit service's address (`CLIENT@GATEWAY`).
+    pub exit: ClientAddress,
+    /// Most TCP connections served at once.
+    pub max_connections: usize,
+    /// SURBs to keep at the exit per stream.
+    pub surb_target: usize,
+    /// How long a SURB's key is kept waiting for its reply.
+    pub surb_ttl: Duration,
+    /// Most SURB keys held in all.
+    pub max_keys: usize,
+    /// The SOCKS handshake must complete within this.
+    pub handshake_timeout: Duration,
+}
+
+impl SocksConfig {
+    /// Defaults for a listen address and an exit.
+    pub fn new(listen: SocketAddr, exit: ClientAddress) -> Self {
+        SocksConfig {
+            listen,
+            exit,
+            max_connections: 256,
+            surb_target: EXIT_WINDOW + 16,
+            surb_ttl: Duration::from_secs(300),
+            max_keys: 200_000,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// SURB keys by id: the stream the SURB was made for, the key, when it expires.
+type Keys = Arc<Mutex<HashMap<SurbId, (StreamId, SurbKey, Instant)>>>;
+/// Inboxes of the open streams.
+type Streams = Arc<Mutex<HashMap<StreamId, mpsc::Sender<Chunk>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serve SOCKS5 on `cfg.listen` until the gateway connection closes.
+pub async fn serve(client: Arc<Client>, cfg: SocksConfig) -> Result<(), ClientError> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| ClientError::Net(lethe_net::NetError::Io(e)))?;
+    serve_on(client, listener, cfg).await
+}
+
+/// Serve SOCKS5 on an already bound listener.
+pub async fn serve_on(
+    client: Arc<Client>,
+    listener: TcpListener,
+    cfg: SocksConfig,
+) -> Result<(), ClientError> {
+    client.subscribe().await?;
+    let replies = client.take_replies().await;
+    let keys: Keys = Arc::default();
+    let streams: Streams = Arc::default();
+    let dispatcher = tokio::spawn(dispatch(replies, keys.clone(), streams.clone()));
+    let sweeper = tokio::spawn(sweep(keys.clone()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+    info!("SOCKS5 proxy listening");
+    let result = loop {
+        tokio::select! {
+            a = listener.accept() => {
+                let (tcp, _) = match a {
+                    Ok(x) => x,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    debug!("too many SOCKS connections; refusing one");
+                    drop(tcp);
+                    continue;
+                };
+                let (c, k, s, cfg) = (client.clone(), keys.clone(), streams.clone(), cfg.clone());
+                tokio::spawn(async move {
+                    connection(c, k, s, cfg, tcp).await;
+                    drop(permit);
+                });
+            }
+            _ = client_closed(&client) => break Err(ClientError::Closed),
+        }
+    };
+    dispatcher.abort();
+    sweeper.abort();
+    result
+}
+
+async fn client_closed(client: &Client) {
+    client.conn.closed().await;
+}
+
+/// Open replies and hand their chunks to the streams.
+async fn dispatch(mut replies: mpsc::Receiver<crate::Reply>, keys: Keys, streams: Streams) {
+    while let Some(r) = replies.recv().await {
+        let Some((stream, key, _)) = lock(&keys).remove(&r.surb_id) else {
+            debug!("reply for an unknown or expired SURB dropped");
+            continue;
+        };
+        let chunk = match key.recover(&r.sealed).map(|m| Chunk::decode(&m)) {
+            Ok(Ok(c)) if c.stream == stream => c,
+            _ => {
+                debug!("undecodable reply dropped");
+                continue;
+            }
+        };
+        let inbox = lock(&streams).get(&stream).cloned();
+        if let Some(tx) = inbox {
+            let _ = tx.try_send(chunk);
+        }
+    }
+}
+
+async fn sweep(keys: Keys) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let now = Instant::now();
+        lock(&keys).retain(|_, (_, _, exp)| *exp > now);
+    }
+}
+
+/// Read until `parse` completes, with the bytes it did not consume.
+async fn read_msg<T>(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    parse: impl Fn(&[u8]) -> Result<Parsed<T>, lethe_proto::socks::SocksError>,
+) -> Result<Option<T>, Option<lethe_proto::socks::SocksError>> {
+    loop {
+        match parse(buf) {
+            Ok(Parsed::Complete { value, consumed }) => {
+                buf.drain(..consumed);
+                return Ok(Some(value));
+            }
+            Ok(Parsed::NeedMore) => {}
+            Err(e) => return Err(Some(e)),
+        }
+        let mut tmp = [0u8; 512];
+        match tcp.read(&mut tmp).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+        if buf.len() > 1024 {
+            return Err(None);
+        }
+    }
+}
+
+async fn connection(
+    client: Arc<Client>,
+    keys: Keys,
+    streams: Streams,
+    cfg: SocksConfig,
+    mut tcp: TcpStream,
+) {
+    let mut buf = Vec::new();
+    let handshake = async {
+        let greeting = match read_msg(&mut tcp, &mut buf, parse_greeting).await {
+            Ok(Some(g)) => g,
+            Ok(None) => return None,
+            Err(e) => {
+                debug!(error = ?e, "malformed SOCKS greeting; closing that connection");
+                return None;
+            }
+        };
+        let method = greeting.selected_method();
+        tcp.write_all(&encode_method_selection(method)).await.ok()?;
+        if method == METHOD_NONE_ACCEPTABLE {
+            return None;
+        }
+        match read_msg(&mut tcp, &mut buf, parse_request).await {
+            Ok(Some(t)) => Some(t),
+            Ok(None) => None,
+            Err(e) => {
+                debug!(error = ?e, "malformed SOCKS request; closing that connection");
+                if let Some(code) = e.and_then(|e| e.reply()) {
+                    let _ = tcp.write_all(&encode_reply(code, None)).await;
+                }
+                None
+            }
+        }
+    };
+    let target = match tokio::time::timeout(cfg.handshake_timeout, handshake).await {
+        Ok(Some(t)) => t,
+        _ => return,
+    };
+    let id: StreamId = rand::rng().next_u64();
+    let sender_cfg = SenderConfig {
+        window: 16,
+        max_data: max_data_len(2),
+        ..SenderConfig::default()
+    };
+    let Ok(mut sender) = Sender::new(id, sender_cfg) else {
+        return;
+    };
+    if sender.open(Some(target)).is_err() {
+        return;
+    }
+    if !buf.is_empty() {
+        let _ = sender.push(&buf);
+    }
+    let (tx, rx) = mpsc::channel(4 * EXIT_WINDOW);
+    lock(&streams).insert(id, tx);
+    let pipe = Pipe {
+        id,
+        config: PipeConfig::default(),
+        sender,
+        receiver: Receiver::new(EXIT_WINDOW as u32 + 16),
+        received_any: false,
+        socks_reply_pending: true,
+    };
+    let now = Instant::now();
+    let mut transport = ProxyTransport {
+        client,
+        exit: cfg.exit,
+        stream: id,
+        keys: keys.clone(),
+        held: 0,
+        target: cfg.surb_target as i64,
+        ttl: cfg.surb_ttl,
+        max_keys: cfg.max_keys,
+        stall: STALL,
+        next_stall: now + STALL,
+    };
+    let end = pipe.run(&mut transport, Some(tcp), rx).await;
+    debug!(?end, "SOCKS stream ended");
+    lock(&streams).remove(&id);
+    if end != PipeEnd::Closed {
+        lock(&keys).retain(|_, (s, _, _)| *s != id);
+    }
+}
+
+/// With nothing from the exit for this long, assume its SURBs were lost and send more
+/// (doubling up to [`MAX_STALL`]).
+const STALL: Duration = Duration::from_secs(1);
+const MAX_STALL: Duration = Duration::from_secs(30);
+
+struct ProxyTransport {
+    client: Arc<Client>,
+    exit: ClientAddress,
+    stream: StreamId,
+    keys: Keys,
+    /// Estimate of the SURBs the exit holds for this stream.
+    held: i64,
+    target: i64,
+    ttl: Duration,
+    max_keys: usize,
+    stall: Duration,
+    next_stall: Instant,
+}
+
+impl Transport for ProxyTransport {
+    fn ready(&self) -> bool {
+        true
+    }
+
+    fn on_chunk(&mut self, _chunk: &mut Chunk, now: Instant) {
+        // Every chunk from the exit came in one of our SURBs.
+        self.held -= 1;
+        self.stall = STALL;
+        self.next_stall = now + STALL;
+    }
+
+    fn wants_extra(&mut self, now: Instant) -> bool {
+        if now >= self.next_stall {
+            self.held = self.held.min(0);
+            self.stall = (self.stall * 2).min(MAX_STALL);
+            self.next_stall = now + self.stall;
+        }
+        self.held + 4 <= self.target && lock(&self.keys).len() < self.max_keys
+    }
+
+    fn next_extra(&self) -> Option<Instant> {
+        Some(self.next_stall)
+    }
+
+    async fn transmit(&mut self, mut chunk: Chunk) -> Result<(), PipeError> {
+        let room = MAX_MESSAGE_LEN.saturating_sub(chunk.encoded_len()) / SURB_SIZE;
+        let want = usize::try_from((self.target - self.held).max(0)).unwrap_or(0);
+        let held_keys = lock(&self.keys).len();
+        let n = if held_keys >= self.max_keys {
+            0
+        } else {
+            room.min(want)
+        };
+        let client = self.client.clone();
+        let exit = self.exit;
+        let made =
+            tokio::task::spawn_blocking(move || -> Result<(Packet, Vec<SurbKey>), ClientError> {
+                let mut rng = rand::rng();
+                let topology = client.topology();
+                let epoch = topology.epoch_at(lethe_net::unix_now());
+                let me = client.address();
+                let mut keys = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let route =
+                        topology.choose_route(&mut rng, &exit.gateway, &me.gateway, epoch)?;
+                    let delays = topology.route_delays(&mut rng, route.len());
+                    let (surb, key) = Surb::create(&mut rng, &route, me.client, &delays)?;
+                    chunk.surbs.push(surb.to_bytes());
+                    keys.push(key);
+                }
+                let msg = chunk.encode().map_err(|e| {
+                    ClientError::Proto(lethe_proto::Error::Malformed {
+                        what: "chunk",
+                        detail: e.to_string(),
+                    })
+                })?;
+                Ok((client.build(&exit, &msg)?.packet, keys))
+            })
+            .await
+            .map_err(|e| PipeError::Worker(e.to_string()))??;
+        let (packet, new_keys) = made;
+        {
+            let expires = Instant::now() + self.ttl;
+            let mut k = lock(&self.keys);
+            for key in new_keys {
+                k.insert(key.id(), (self.stream, key, expires));
+                self.held += 1;
+            }
+        }
+        self.client.send_packet(&packet).await?;
+        Ok(())
+    }
+}

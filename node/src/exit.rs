@@ -1,0 +1,603 @@
+//! The exit service (`lethe-node init --role exit`): a mixnet *client* of one gateway that
+//! opens the TCP connections SOCKS proxies ask for and answers inside their SURBs.
+//!
+//! Its directory is a client directory (`client.toml`, TLS identity; its address is
+//! `CLIENT@GATEWAY`) plus `exit.toml` (the `[exit]` section below). Streams arrive as chunks
+//! in messages addressed to it; each names its target in its `Open`. The target must match
+//! the allow-list; private, loopback, link-local and other special addresses only match a
+//! rule that names them by address or network (never `*` or a host name), so a name that
+//! resolves to one is refused unless that range is allowed explicitly.
+//!
+//! Logs never show targets or clients, except through `Sensitive`.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lethe_client::pipe::{Pipe, PipeConfig, PipeError, Transport};
+use lethe_client::{Client, ClientConfig, ConnectOptions};
+use lethe_net::Sensitive;
+use lethe_proto::socks::{Reply, TargetAddr};
+use lethe_proto::stream::{Body, Chunk, Receiver, Sender, SenderConfig, StreamEvent, StreamId};
+use lethe_proto::surb::Surb;
+use lethe_proto::{ClientAddress, NodeId};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// File name of the exit's own settings inside its directory.
+pub const EXIT_FILE: &str = "exit.toml";
+
+/// What can go wrong setting up or running the exit.
+#[derive(Debug, thiserror::Error)]
+pub enum ExitError {
+    #[error(transparent)]
+    Client(#[from] lethe_client::ClientError),
+    #[error("{path}: {reason}")]
+    Config { path: String, reason: String },
+    #[error("allow-list rule {rule:?}: {reason}")]
+    Rule { rule: String, reason: &'static str },
+}
+
+/// `exit.toml`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitFile {
+    /// The service's settings.
+    #[serde(default)]
+    pub exit: ExitSection,
+}
+
+/// `[exit]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExitSection {
+    /// Targets the exit connects to, `HOST:PORT` each (default `["*:80", "*:443"]`). HOST
+    /// is `*` (any public address), a name, `*.example.org` (the name and its subdomains),
+    /// an IP address or a network `10.0.0.0/8` (`[::1]`, `[fd00::/8]` for IPv6). PORT is
+    /// `*`, a number, or a range `8000-8080`.
+    pub allow: Vec<String>,
+    /// Local address of the QUIC endpoint to the gateway (default `0.0.0.0:0`).
+    pub bind: Option<SocketAddr>,
+    /// Streams open at once (default 1024); more are refused with a general failure.
+    pub max_streams: usize,
+    /// SURBs held per stream (default 256); older ones are dropped beyond it.
+    pub max_surbs_per_stream: usize,
+    /// Bytes read from a target and not yet sent, per stream (default 262144).
+    pub max_buffered: usize,
+    /// Seconds without traffic after which a stream is dropped (default 300).
+    pub idle_secs: u64,
+    /// Seconds to resolve and connect to a target (default 10).
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for ExitSection {
+    fn default() -> Self {
+        ExitSection {
+            allow: vec!["*:80".into(), "*:443".into()],
+            bind: None,
+            max_streams: 1024,
+            max_surbs_per_stream: 256,
+            max_buffered: 256 * 1024,
+            idle_secs: 300,
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+impl ExitFile {
+    /// Read `exit.toml` in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, ExitError> {
+        let path = dir.join(EXIT_FILE);
+        let err = |reason: String| ExitError::Config {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+        let f: ExitFile = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        AllowList::parse(&f.exit.allow)?;
+        Ok(f)
+    }
+}
+
+/// Whether `dir` holds an exit service.
+pub fn is_exit(dir: &Path) -> bool {
+    dir.join(EXIT_FILE).exists()
+}
+
+/// Create an exit directory: a client identity and `client.toml` (a gateway is picked from
+/// the directory if `client.gateway` is none) and `exit.toml`. Returns the exit's address.
+pub async fn init(
+    dir: &Path,
+    client: ClientConfig,
+    exit: ExitSection,
+) -> Result<ClientAddress, ExitError> {
+    AllowList::parse(&exit.allow)?;
+    let addr = lethe_client::init(dir, client).await?;
+    let path = dir.join(EXIT_FILE);
+    let err = |reason: String| ExitError::Config {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = toml::to_string_pretty(&ExitFile { exit }).map_err(|e| err(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| err(e.to_string()))?;
+    restrict(dir);
+    Ok(addr)
+}
+
+/// Files in the exit's directory are readable by their owner only.
+fn restrict(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let _ = std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+/// The exit's address (`CLIENT@GATEWAY`).
+pub fn address(dir: &Path) -> Result<ClientAddress, ExitError> {
+    Ok(lethe_client::address(dir)?)
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum HostRule {
+    Any,
+    Name(String),
+    Suffix(String),
+    Net(IpAddr, u8),
+}
+
+/// A parsed allow-list.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AllowList(Vec<(HostRule, u16, u16)>);
+
+fn bad(rule: &str, reason: &'static str) -> ExitError {
+    ExitError::Rule {
+        rule: rule.to_string(),
+        reason,
+    }
+}
+
+impl AllowList {
+    /// Parse rules of the form `HOST:PORT` (see [`ExitSection::allow`]).
+    pub fn parse(rules: &[String]) -> Result<AllowList, ExitError> {
+        let mut out = Vec::new();
+        for r in rules {
+            let (host, port) = r
+                .rsplit_once(':')
+                .ok_or_else(|| bad(r, "expected HOST:PORT"))?;
+            let (lo, hi) = match port {
+                "*" => (0, u16::MAX),
+                p => match p.split_once('-') {
+                    Some((a, b)) => (
+                        a.parse().map_err(|_| bad(r, "bad port"))?,
+                        b.parse().map_err(|_| bad(r, "bad port"))?,
+                    ),
+                    None => {
+                        let n = p.parse().map_err(|_| bad(r, "bad port"))?;
+                        (n, n)
+                    }
+                },
+            };
+            if lo > hi {
+                return Err(bad(r, "empty port range"));
+            }
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let rule = if host == "*" {
+                HostRule::Any
+            } else if let Some(s) = host.strip_prefix("*.") {
+                if s.is_empty() {
+                    return Err(bad(r, "empty domain suffix"));
+                }
+                HostRule::Suffix(s.to_ascii_lowercase())
+            } else if let Some((ip, len)) = host.split_once('/') {
+                let ip: IpAddr = ip.parse().map_err(|_| bad(r, "bad network address"))?;
+                let len: u8 = len.parse().map_err(|_| bad(r, "bad prefix length"))?;
+                let max = if ip.is_ipv4() { 32 } else { 128 };
+                if len > max {
+                    return Err(bad(r, "prefix length too long"));
+                }
+                HostRule::Net(ip, len)
+            } else if let Ok(ip) = host.parse::<IpAddr>() {
+                HostRule::Net(ip, if ip.is_ipv4() { 32 } else { 128 })
+            } else if host.is_empty() {
+                return Err(bad(r, "empty host"));
+            } else {
+                HostRule::Name(host.to_ascii_lowercase())
+            };
+            out.push((rule, lo, hi));
+        }
+        Ok(AllowList(out))
+    }
+
+    /// Whether a connection to `ip:port`, asked for by `name` (if a domain), is allowed.
+    pub fn allows(&self, name: Option<&str>, ip: IpAddr, port: u16) -> bool {
+        let name = name.map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+        self.0.iter().any(|(rule, lo, hi)| {
+            if port < *lo || port > *hi {
+                return false;
+            }
+            match rule {
+                HostRule::Any => !is_special(ip),
+                HostRule::Name(n) => name.as_deref() == Some(n.as_str()) && !is_special(ip),
+                HostRule::Suffix(s) => {
+                    name.as_deref().is_some_and(|n| {
+                        n == s || n.strip_suffix(s.as_str()).is_some_and(|p| p.ends_with('.'))
+                    }) && !is_special(ip)
+                }
+                HostRule::Net(net, len) => in_net(ip, *net, *len),
+            }
+        })
+    }
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Loopback, private, link-local, shared (CGNAT), unspecified, multicast, broadcast,
+/// documentation and unique-local addresses: never reached through `*` or a name.
+pub fn is_special(ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(a) => {
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || a.is_broadcast()
+                || a.is_documentation()
+                || in_net(ip, IpAddr::from([100, 64, 0, 0]), 10)
+                || in_net(ip, IpAddr::from([0, 0, 0, 0]), 8)
+                || in_net(ip, IpAddr::from([240, 0, 0, 0]), 4)
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || in_net(
+                    ip,
+                    IpAddr::V6(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0)),
+                    7,
+                )
+                || in_net(
+                    ip,
+                    IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
+                    10,
+                )
+        }
+    }
+}
+
+/// Resolve, check and connect; a failure is the SOCKS reply code to reset with.
+async fn open_target(
+    allow: &AllowList,
+    target: &TargetAddr,
+    timeout: Duration,
+) -> Result<TcpStream, Reply> {
+    let work = async {
+        let (name, addrs): (Option<&str>, Vec<SocketAddr>) = match target {
+            TargetAddr::Ip(a) => (None, vec![*a]),
+            TargetAddr::Domain(n, p) => (
+                Some(n.as_str()),
+                tokio::net::lookup_host((n.as_str(), *p))
+                    .await
+                    .map_err(|_| Reply::HostUnreachable)?
+                    .collect(),
+            ),
+        };
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| allow.allows(name, a.ip(), a.port()))
+            .collect();
+        if allowed.is_empty() {
+            return Err(Reply::NotAllowedByRuleset);
+        }
+        let mut last = Reply::HostUnreachable;
+        for a in allowed {
+            match TcpStream::connect(a).await {
+                Ok(s) => return Ok(s),
+                Err(e) => {
+                    last = match e.kind() {
+                        std::io::ErrorKind::ConnectionRefused => Reply::ConnectionRefused,
+                        std::io::ErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
+                        std::io::ErrorKind::HostUnreachable => Reply::HostUnreachable,
+                        std::io::ErrorKind::TimedOut => Reply::TtlExpired,
+                        _ => Reply::GeneralFailure,
+                    }
+                }
+            }
+        }
+        Err(last)
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(Reply::TtlExpired))
+}
+
+struct Ctx {
+    client: Arc<Client>,
+    gateway: NodeId,
+    cfg: ExitSection,
+    allow: AllowList,
+    streams: Mutex<HashMap<StreamId, mpsc::Sender<Chunk>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run the exit in `dir` until `shutdown` turns true or the gateway connection closes.
+pub async fn run(
+    dir: &Path,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), ExitError> {
+    let file = ExitFile::load(dir)?;
+    let allow = AllowList::parse(&file.exit.allow)?;
+    let client = Client::connect(
+        dir,
+        ConnectOptions {
+            bind: file.exit.bind,
+            ..Default::default()
+        },
+    )
+    .await?;
+    client.subscribe().await?;
+    let mut messages = client.take_messages().await;
+    let ctx = Arc::new(Ctx {
+        gateway: client.address().gateway,
+        client: Arc::new(client),
+        cfg: file.exit,
+        allow,
+        streams: Mutex::new(HashMap::new()),
+    });
+    info!(rules = ctx.allow.0.len(), "exit service running");
+    // Streams that ended recently: a late retransmission of their Open must not reopen them.
+    let mut ended: HashMap<StreamId, Instant> = HashMap::new();
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<StreamId>();
+    let mut dropped = 0u64;
+    loop {
+        let msg = tokio::select! {
+            m = messages.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+            Some(id) = ended_rx.recv() => {
+                lock(&ctx.streams).remove(&id);
+                if ended.len() >= 65_536 {
+                    let cutoff = Instant::now() - Duration::from_secs(120);
+                    ended.retain(|_, t| *t > cutoff);
+                }
+                ended.insert(id, Instant::now());
+                continue;
+            }
+            _ = shutdown.changed() => break,
+        };
+        let chunk = match Chunk::decode(&msg) {
+            Ok(c) => c,
+            Err(e) => {
+                dropped += 1;
+                debug!(error = %e, dropped, "malformed chunk dropped");
+                continue;
+            }
+        };
+        let id = chunk.stream;
+        let inbox = lock(&ctx.streams).get(&id).cloned();
+        if let Some(tx) = inbox {
+            let _ = tx.try_send(chunk);
+            continue;
+        }
+        let opens = chunk.seq == 0 && matches!(chunk.body, Some(Body::Open(Some(_))));
+        if !opens || ended.contains_key(&id) {
+            continue;
+        }
+        if lock(&ctx.streams).len() >= ctx.cfg.max_streams {
+            debug!("stream limit reached; refusing a stream");
+            refuse(&ctx, chunk).await;
+            continue;
+        }
+        let (tx, rx) = mpsc::channel(256);
+        lock(&ctx.streams).insert(id, tx);
+        let (c, done) = (ctx.clone(), ended_tx.clone());
+        tokio::spawn(async move {
+            serve_stream(c, chunk, rx).await;
+            let _ = done.send(id);
+        });
+    }
+    info!("exit service stopping");
+    Ok(())
+}
+
+/// Answer an `Open` we cannot serve with a reset, in one of its own SURBs.
+async fn refuse(ctx: &Arc<Ctx>, mut chunk: Chunk) {
+    let mut t = ExitTransport::new(ctx.clone());
+    t.on_chunk(&mut chunk, Instant::now());
+    let reply = Chunk {
+        stream: chunk.stream,
+        seq: 0,
+        body: Some(Body::Reset(Reply::GeneralFailure)),
+        ack: Some(lethe_proto::stream::AckFrame {
+            cumulative: 1,
+            ranges: Vec::new(),
+        }),
+        surbs: Vec::new(),
+    };
+    let _ = t.transmit(reply).await;
+}
+
+async fn serve_stream(ctx: Arc<Ctx>, mut first: Chunk, inbox: mpsc::Receiver<Chunk>) {
+    let id = first.stream;
+    let mut transport = ExitTransport::new(ctx.clone());
+    transport.on_chunk(&mut first, Instant::now());
+    let mut receiver = Receiver::new(64);
+    let target = receiver
+        .on_chunk(&first)
+        .events
+        .into_iter()
+        .find_map(|e| match e {
+            StreamEvent::Opened(Some(t)) => Some(t),
+            _ => None,
+        });
+    let cfg = SenderConfig {
+        window: lethe_client::socks::EXIT_WINDOW,
+        ..SenderConfig::default()
+    };
+    let Ok(mut sender) = Sender::new(id, cfg) else {
+        return;
+    };
+    let timeout = Duration::from_secs(ctx.cfg.connect_timeout_secs);
+    let tcp = match &target {
+        Some(t) => open_target(&ctx.allow, t, timeout).await,
+        None => Err(Reply::GeneralFailure),
+    };
+    let tcp = match tcp {
+        Ok(s) => {
+            let _ = sender.open(None);
+            Some(s)
+        }
+        Err(code) => {
+            debug!(?code, target = ?target.as_ref().map(Sensitive::new), "stream refused");
+            let _ = sender.reset(code);
+            None
+        }
+    };
+    let pipe = Pipe {
+        id,
+        config: PipeConfig {
+            max_buffered: ctx.cfg.max_buffered,
+            idle: Duration::from_secs(ctx.cfg.idle_secs),
+            ..PipeConfig::default()
+        },
+        sender,
+        receiver,
+        received_any: true,
+        socks_reply_pending: false,
+    };
+    let end = pipe.run(&mut transport, tcp, inbox).await;
+    debug!(?end, "stream ended");
+}
+
+/// Sends in the client's SURBs.
+struct ExitTransport {
+    ctx: Arc<Ctx>,
+    pool: VecDeque<Vec<u8>>,
+}
+
+impl ExitTransport {
+    fn new(ctx: Arc<Ctx>) -> Self {
+        ExitTransport {
+            ctx,
+            pool: VecDeque::new(),
+        }
+    }
+}
+
+impl Transport for ExitTransport {
+    fn ready(&self) -> bool {
+        !self.pool.is_empty()
+    }
+
+    fn on_chunk(&mut self, chunk: &mut Chunk, _now: Instant) {
+        self.pool.extend(std::mem::take(&mut chunk.surbs));
+        while self.pool.len() > self.ctx.cfg.max_surbs_per_stream {
+            self.pool.pop_front();
+        }
+    }
+
+    fn wants_extra(&mut self, _now: Instant) -> bool {
+        false
+    }
+
+    fn next_extra(&self) -> Option<Instant> {
+        None
+    }
+
+    async fn transmit(&mut self, chunk: Chunk) -> Result<(), PipeError> {
+        let msg = chunk.encode()?;
+        while let Some(bytes) = self.pool.pop_front() {
+            // A SURB that does not start at our gateway could not be sent anyway.
+            let Ok(surb) = Surb::from_bytes(&bytes) else {
+                continue;
+            };
+            if surb.first_hop() != self.ctx.gateway {
+                continue;
+            }
+            // A SURB that cannot carry the chunk (malformed) is dropped, not the stream.
+            let Ok((_, packet)) = surb.into_packet(&msg) else {
+                continue;
+            };
+            if let Err(e) = self.ctx.client.send_packet(&packet).await {
+                warn!(error = %e, "cannot send to the gateway");
+                return Err(e.into());
+            }
+            return Ok(());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(r: &[&str]) -> AllowList {
+        AllowList::parse(&r.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn allow_list_rules() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let l = list(&[
+            "*:80",
+            "*.example.org:443",
+            "127.0.0.1:*",
+            "[fd00::/8]:22-23",
+        ]);
+        assert!(l.allows(None, ip("93.184.216.34"), 80));
+        assert!(!l.allows(None, ip("93.184.216.34"), 81));
+        // special ranges only by explicit rule
+        assert!(!l.allows(None, ip("10.0.0.1"), 80));
+        assert!(!l.allows(Some("intranet"), ip("192.168.1.1"), 80));
+        assert!(!l.allows(None, ip("169.254.1.1"), 80));
+        assert!(l.allows(None, ip("127.0.0.1"), 9999));
+        assert!(l.allows(Some("localhost"), ip("127.0.0.1"), 1));
+        assert!(!l.allows(None, ip("127.0.0.2"), 80));
+        assert!(!l.allows(None, ip("::1"), 80));
+        assert!(l.allows(Some("www.example.org"), ip("93.184.216.34"), 443));
+        assert!(l.allows(Some("example.org"), ip("93.184.216.34"), 443));
+        assert!(!l.allows(Some("badexample.org"), ip("93.184.216.34"), 443));
+        assert!(!l.allows(None, ip("93.184.216.34"), 443));
+        assert!(l.allows(None, ip("fd12::1"), 23));
+        assert!(!l.allows(None, ip("fd12::1"), 24));
+        assert!(l.allows(None, ip("::ffff:127.0.0.1"), 5));
+        for bad in ["nocolon", "*:x", "*:9-1", "1.2.3.4/33:*", ":80", "*.:80"] {
+            assert!(AllowList::parse(&[bad.to_string()]).is_err(), "{bad}");
+        }
+        assert!(list(&["127.0.0.0/8:*"]).allows(None, ip("127.80.0.9"), 8080));
+    }
+}

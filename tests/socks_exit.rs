@@ -1,0 +1,243 @@
+//! `curl --socks5-hostname` through the local mixnet: the SOCKS proxy and the exit service
+//! started by localnet.sh, a local HTTP server, the real curl binary.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lethe_tests::LocalNet;
+use rand::Rng;
+
+/// A minimal HTTP/1.1 server on `ip`, serving fixed files; returns its port.
+fn serve(ip: &str, files: HashMap<String, Arc<Vec<u8>>>) -> u16 {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let files = Arc::new(files);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let files = files.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req);
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                match files.get(&path) {
+                    Some(body) => {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = c.write_all(head.as_bytes());
+                        let _ = c.write_all(body);
+                    }
+                    None => {
+                        let _ = c.write_all(
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn random(n: usize) -> Arc<Vec<u8>> {
+    let mut v = vec![0u8; n];
+    rand::rng().fill_bytes(&mut v);
+    Arc::new(v)
+}
+
+struct Fetched {
+    ok: bool,
+    body: Vec<u8>,
+    stderr: String,
+    elapsed: Duration,
+}
+
+fn curl(proxy: &str, url: &str, out: &Path, max_secs: u64) -> Fetched {
+    let start = Instant::now();
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            &max_secs.to_string(),
+            "--socks5-hostname",
+        ])
+        .arg(proxy)
+        .arg(url)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .expect("curl must be installed");
+    Fetched {
+        ok: o.status.success(),
+        body: std::fs::read(out).unwrap_or_default(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        elapsed: start.elapsed(),
+    }
+}
+
+fn rate(bytes: usize, t: Duration) -> String {
+    format!(
+        "{} bytes in {:.2} s ({:.0} KB/s)",
+        bytes,
+        t.as_secs_f64(),
+        bytes as f64 / 1000.0 / t.as_secs_f64()
+    )
+}
+
+fn logs(net: &LocalNet) -> String {
+    format!(
+        "exit log:\n{}\nproxy log:\n{}",
+        std::fs::read_to_string(&net.exit_log).unwrap_or_default(),
+        std::fs::read_to_string(&net.socks_log).unwrap_or_default()
+    )
+}
+
+/// A raw SOCKS5 CONNECT to an IPv4 target: the reply code, or `None` if the proxy closed.
+fn socks_connect(proxy: &str, ip: [u8; 4], port: u16) -> Option<u8> {
+    let mut s = TcpStream::connect(proxy).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut sel = [0u8; 2];
+    s.read_exact(&mut sel).ok()?;
+    assert_eq!(sel, [5, 0]);
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&ip);
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut rep = [0u8; 10];
+    s.read_exact(&mut rep).ok()?;
+    Some(rep[1])
+}
+
+#[test]
+fn curl_fetches_files_through_the_mixnet() {
+    let net = LocalNet::start("127.80.0", 5).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let files: HashMap<String, Arc<Vec<u8>>> = [
+        ("/100k".to_string(), random(100_000)),
+        ("/1m".to_string(), random(1_000_000)),
+        ("/5m".to_string(), random(5_000_000)),
+    ]
+    .into_iter()
+    .collect();
+    let port = serve("127.80.0.70", files.clone());
+    let url = |p: &str| format!("http://127.80.0.70:{port}{p}");
+
+    // (a) one file, then the large one, byte for byte
+    for (path, max) in [("/100k", 60), ("/5m", 150)] {
+        let f = curl(&net.socks, &url(path), &tmp.path().join("a"), max);
+        assert!(f.ok, "curl {path}: {}\n{}", f.stderr, logs(&net));
+        assert!(
+            f.body == *files[path],
+            "{path} differs ({} bytes)",
+            f.body.len()
+        );
+        eprintln!("{path}: {}", rate(f.body.len(), f.elapsed));
+    }
+
+    // (b) eight downloads at once
+    let start = Instant::now();
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let (proxy, u, out) = (
+                net.socks.clone(),
+                url("/1m"),
+                tmp.path().join(format!("p{i}")),
+            );
+            std::thread::spawn(move || curl(&proxy, &u, &out, 120))
+        })
+        .collect();
+    for h in handles {
+        let f = h.join().unwrap();
+        assert!(f.ok, "parallel curl: {}\n{}", f.stderr, logs(&net));
+        assert!(f.body == *files["/1m"], "a parallel download differs");
+    }
+    eprintln!(
+        "8 x 1 MB in parallel: {}",
+        rate(8 * 1_000_000, start.elapsed())
+    );
+
+    // (d) a denied destination gets a SOCKS error reply, not a hang
+    let f = curl(&net.socks, "http://10.1.2.3/", &tmp.path().join("d"), 30);
+    assert!(
+        !f.ok,
+        "a private address outside the allow-list was reached"
+    );
+    assert!(
+        f.elapsed < Duration::from_secs(25),
+        "denied request hung: {:?}",
+        f.elapsed
+    );
+    eprintln!("denied: {}", f.stderr.trim());
+    assert_eq!(socks_connect(&net.socks, [10, 1, 2, 3], 80), Some(0x02));
+    // a refused connection is REP 5
+    let closed = TcpListener::bind("127.80.0.71:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    assert_eq!(
+        socks_connect(&net.socks, [127, 80, 0, 71], closed_port),
+        Some(0x05)
+    );
+
+    // a malformed handshake closes that connection only
+    let mut bad = TcpStream::connect(&net.socks).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    let n = bad.read_to_end(&mut rest);
+    assert!(
+        matches!(n, Ok(0)),
+        "proxy answered garbage with {n:?} {rest:?}"
+    );
+    let f = curl(&net.socks, &url("/100k"), &tmp.path().join("e"), 60);
+    assert!(
+        f.ok && f.body == *files["/100k"],
+        "proxy stopped serving: {}",
+        f.stderr
+    );
+}
+
+#[test]
+fn a_transfer_survives_a_mix_restart() {
+    let mut net = LocalNet::start("127.81.0", 5).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let body = random(2_000_000);
+    let port = serve(
+        "127.81.0.70",
+        [("/2m".to_string(), body.clone())].into_iter().collect(),
+    );
+    let (proxy, out) = (net.socks.clone(), tmp.path().join("c"));
+    let url = format!("http://127.81.0.70:{port}/2m");
+    let fetch = std::thread::spawn(move || curl(&proxy, &url, &out, 150));
+    std::thread::sleep(Duration::from_millis(1500));
+    // one mix of layer 2 goes away mid-transfer and comes back
+    net.stop_node("mix-2a").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    net.start_node("mix-2a").unwrap();
+    let f = fetch.join().unwrap();
+    assert!(f.ok, "curl: {}\n{}", f.stderr, logs(&net));
+    assert!(
+        f.body == *body,
+        "the download differs ({} bytes)",
+        f.body.len()
+    );
+    eprintln!(
+        "2 MB across a mix restart: {}",
+        rate(f.body.len(), f.elapsed)
+    );
+}
