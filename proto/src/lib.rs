@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod batch;
+pub mod cover;
 pub mod error;
 pub mod frame;
 pub mod limit;
@@ -14,6 +15,7 @@ pub mod topology;
 
 pub use address::{ClientAddress, ClientId, Key32, NodeId};
 pub use batch::{BatchConfig, BatchQueue};
+pub use cover::{ClientRates, ClientSchedule, ClientSend, PoissonStream};
 pub use error::Error;
 pub use frame::{Frame, FrameHeader, FrameKind};
 pub use mailbox::Mailbox;
