@@ -44,12 +44,13 @@ pub fn entropy_bits(masses: &[f64]) -> f64 {
     if total <= 0.0 {
         return 0.0;
     }
-    -m.iter()
+    (-m.iter()
         .map(|x| {
             let p = x / total;
             p * p.log2()
         })
-        .sum::<f64>()
+        .sum::<f64>())
+    .max(0.0)
 }
 
 /// The anonymity of target packet `t`, if it was delivered.

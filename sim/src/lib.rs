@@ -28,6 +28,7 @@ pub struct Summary {
     pub p5: f64,
     pub p50: f64,
     pub p95: f64,
+    pub p99: f64,
     pub max: f64,
 }
 
@@ -47,6 +48,7 @@ impl Summary {
             p5: q(0.05),
             p50: q(0.5),
             p95: q(0.95),
+            p99: q(0.99),
             max: v[v.len() - 1],
         }
     }
