@@ -204,4 +204,21 @@ mod tests {
         assert!((e - 1.0).abs() < 1e-12);
         assert_eq!(out, vec![(2, 0, 0.5), (1, 0, 0.25), (0, 0, 0.25)]);
     }
+
+    #[test]
+    fn batch_round_members_are_the_arrivals_since_the_last_round() {
+        let log = vec![
+            LogEv::Arrive { pkt: 0, hop: 0 },
+            LogEv::Round,
+            LogEv::Depart { n: 1 },
+            LogEv::Arrive { pkt: 1, hop: 1 },
+            LogEv::Arrive { pkt: 2, hop: 0 },
+            LogEv::Round,
+            LogEv::Depart { n: 2 },
+            LogEv::Depart { n: 2 },
+        ];
+        let mut out = Vec::new();
+        assert_eq!(candidates(&log, 7, 0.5, 1e-12, &mut out), 1.0);
+        assert_eq!(out, vec![(2, 0, 0.25), (1, 1, 0.25)]);
+    }
 }

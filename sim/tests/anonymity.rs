@@ -158,13 +158,20 @@ fn client_cover_raises_entropy_at_low_traffic() {
         bare.entropy_bits.mean
     );
     assert!(covered.cover_share > 0.9 && bare.cover_share < 0.6);
-    // Relay cover alone adds packets to the pools but no possible senders.
+    // Relay cover adds no possible sender, but once it leaves its relay it is as likely to
+    // be any client packet pooled with it: it carries their probability on as decoys.
     let relay_cover = run(&SimConfig {
         relay_loop_rate: 50.0,
         ..small_net()
     })
     .expect("run");
     assert!(relay_cover.cover_share > bare.cover_share);
+    assert!(
+        relay_cover.entropy_bits.mean > bare.entropy_bits.mean + 0.3,
+        "{} vs {}",
+        relay_cover.entropy_bits.mean,
+        bare.entropy_bits.mean
+    );
 }
 
 #[test]
