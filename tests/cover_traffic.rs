@@ -12,8 +12,8 @@ use lethe_tests::LocalNet;
 /// Idle and busy each last STRETCHES x STRETCH. At the test's 300 sends/s that is about
 /// 7,500 gaps each, enough for the test below to tell apart two Poisson processes whose
 /// rates differ by 10% (checked in the test itself, on the idle sample).
-const STRETCHES: usize = 5;
-const STRETCH: Duration = Duration::from_secs(5);
+const STRETCHES: usize = 10;
+const STRETCH: Duration = Duration::from_millis(2500);
 /// Significance level of the KS test.
 const ALPHA: f64 = 0.01;
 
