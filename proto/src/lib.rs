@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod address;
+pub mod anonymity;
 pub mod error;
 pub mod frame;
 pub mod limit;
@@ -12,6 +13,7 @@ pub mod time;
 pub mod topology;
 
 pub use address::{ClientAddress, ClientId, Key32, NodeId};
+pub use anonymity::AnonymityEstimator;
 pub use error::Error;
 pub use frame::{Frame, FrameHeader, FrameKind};
 pub use mailbox::Mailbox;
