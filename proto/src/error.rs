@@ -39,6 +39,8 @@ pub enum Error {
     },
     #[error("mix queue is full ({capacity} packets)")]
     QueueFull { capacity: usize },
+    #[error("batch queue is full ({capacity} packets)")]
+    BatchFull { capacity: usize },
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
     #[error("bad signature on {what}")]
@@ -68,7 +70,7 @@ impl Error {
             Error::FrameVersion { .. } | Error::FrameKind { .. } | Error::FrameLength { .. } => {
                 "bad_frame"
             }
-            Error::QueueFull { .. } => "queue_full",
+            Error::QueueFull { .. } | Error::BatchFull { .. } => "queue_full",
             Error::UnknownNode { .. } => "unknown_next_hop",
             _ => "malformed",
         }

@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod anonymity;
+pub mod batch;
 pub mod error;
 pub mod frame;
 pub mod limit;
@@ -14,6 +15,7 @@ pub mod topology;
 
 pub use address::{ClientAddress, ClientId, Key32, NodeId};
 pub use anonymity::AnonymityEstimator;
+pub use batch::{BatchConfig, BatchQueue};
 pub use error::Error;
 pub use frame::{Frame, FrameHeader, FrameKind};
 pub use mailbox::Mailbox;
