@@ -3,6 +3,7 @@
 pub mod address;
 pub mod anonymity;
 pub mod batch;
+pub mod cover;
 pub mod error;
 pub mod frame;
 pub mod limit;
