@@ -149,6 +149,7 @@ fn main() -> anyhow::Result<()> {
                 replay: ReplaySection::default(),
                 gateway: GatewaySection::default(),
                 limits: LimitsSection::default(),
+                cover: Default::default(),
                 authority: AuthoritySection {
                     network,
                     epoch_secs,
