@@ -65,7 +65,8 @@ async fn close(a: Arc<Client>, b: Arc<Client>) {
 async fn batch_mixes_deliver_in_rounds_of_at_least_k() {
     let started = Instant::now();
     let (mut net, alice, bob) = network_and_pair(65, 5).await;
-    // Every mix in batch mode: rounds of 200 ms, never fewer than 4 packets.
+    // Every mix in batch mode: rounds of 200 ms, never fewer than 4 packets; and a steady
+    // stream of loops, 5 a second.
     net.reconfigure(
         &MIXES,
         &[
@@ -73,6 +74,7 @@ async fn batch_mixes_deliver_in_rounds_of_at_least_k() {
             ("batch_round_ms", "200"),
             ("batch_min_packets", "4"),
             ("anonymity_window_ms", "2000"),
+            ("loop_rate_per_sec", "5.0"),
         ],
     )
     .await
@@ -82,18 +84,22 @@ async fn batch_mixes_deliver_in_rounds_of_at_least_k() {
         40,
         "every message crosses three batch mixes"
     );
+    let mut topped = 0.0;
     for m in MIXES {
         let rounds = net.metric(m, "lethe_batch_rounds_total").await;
         assert!(rounds > 0.0, "{m} released no round");
         // Each round holds at least 4 packets: every departure hides among at least 4.
         let bits = net.metric(m, "lethe_anonymity_bits").await;
         assert!(bits >= 2.0, "{m}: {bits} bits with rounds of at least 4");
-        // Rounds short of 4 were topped up with the mix's own loops, which come back.
-        let topped = net
+        // Rounds short of 4 are topped up with the mix's own loops, which come back.
+        topped += net
             .metric(m, "lethe_cover_sent_total{kind=\"round\"}")
             .await;
-        assert!(topped > 0.0, "{m} never topped a round up");
+        let loops = net.metric(m, "lethe_cover_sent_total{kind=\"loop\"}").await;
+        assert!(loops > 0.0, "{m} sent no loop at 5 a second");
     }
+    println!("cover packets built to top up short rounds: {topped}");
+    assert!(topped > 0.0, "no mix ever topped a round up");
     net.wait_metric(
         "mix-2a",
         "lethe_cover_received_total",

@@ -60,8 +60,8 @@ pub struct CoverSection {
     /// only.
     pub loop_rate_per_sec: f64,
     /// Most cover packets the relay builds per second, loops, floor and batch top-ups
-    /// together (default 50, bursts of as many). Each costs about 0.4 ms of one core, so
-    /// this bounds cover at about `max_per_sec * 0.4 ms` of CPU per second.
+    /// together (default 50, bursts of as many). Each costs 0.5 to 1 ms of one core, so
+    /// this bounds cover at about `max_per_sec * 1 ms` of CPU per second.
     pub max_per_sec: f64,
 }
 

@@ -6,6 +6,11 @@
 //!  ──▶ one link task per next hop (long-lived QUIC stream, batched frames, reconnect with
 //!  backoff) │ or, at a gateway's final hop, a client session or the mailbox.
 //! ```
+//!
+//! The scheduler's pool is a `MixQueue` (`mixing.strategy = "poisson"`) or a `BatchQueue`
+//! (`"batch"`); an `AnonymityEstimator` follows it for `lethe_anonymity_bits`. A mix also
+//! runs a `cover` thread that builds its own loop packets (steady loops, the anonymity
+//! floor, batch top-ups, within `cover.max_per_sec`) and puts them in the same pool.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -409,8 +414,8 @@ impl Relay {
                     source,
                 })?;
         }
-        // Cover: a mix builds its own packets on a thread of its own (0.4 ms of CPU each,
-        // never on the async threads).
+        // Cover: a mix builds its own packets on a thread of its own (0.5 to 1 ms of CPU
+        // each, never on the async threads).
         let cover = if shared.cfg.node.role == NodeRole::Mix {
             let (req_tx, req_rx) = crossbeam_channel::bounded::<CoverRequest>(64);
             let tx = sched_tx.clone();
@@ -711,7 +716,9 @@ async fn scheduler(
                         Some(round) => {
                             topup_retry = None;
                             estimate.on_round(now, round.len());
-                            shared.metrics.batch_rounds.fetch_add(1, Ordering::Relaxed);
+                            if !round.is_empty() {
+                                shared.metrics.batch_rounds.fetch_add(1, Ordering::Relaxed);
+                            }
                             for s in round {
                                 dispatch(&shared, s);
                             }
@@ -764,7 +771,7 @@ async fn scheduler(
 /// (a Poisson stream at `cover.max_per_sec`) and the packets a short batch round lacks. All
 /// of it shares one budget of `cover.max_per_sec` (bursts of as many, or of one round).
 /// Each packet is a loop (see `lethe_proto::cover`) that enters our own pool like a packet
-/// from a previous hop. Runs on its own thread: building one costs about 0.4 ms.
+/// from a previous hop. Runs on its own thread: building one costs 0.5 to 1 ms.
 fn cover_worker(
     shared: Arc<Shared>,
     sched: mpsc::Sender<Vec<Timed>>,
