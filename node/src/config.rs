@@ -47,6 +47,43 @@ pub struct NodeConfig {
     /// Admission limits against hostile peers.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The relay's own cover traffic (mixes).
+    #[serde(default)]
+    pub cover: CoverSection,
+}
+
+/// `[cover]`: packets a mix builds itself (loops through the network back to itself).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoverSection {
+    /// Mean rate of the mix's own loop packets, a Poisson stream (default 0: none). Mixes
+    /// only.
+    pub loop_rate_per_sec: f64,
+    /// Most cover packets the relay builds per second, loops, floor and batch top-ups
+    /// together (default 50, bursts of as many). Each costs 0.5 to 1 ms of one core, so
+    /// this bounds cover at about `max_per_sec * 1 ms` of CPU per second.
+    pub max_per_sec: f64,
+}
+
+impl Default for CoverSection {
+    fn default() -> Self {
+        CoverSection {
+            loop_rate_per_sec: 0.0,
+            max_per_sec: 50.0,
+        }
+    }
+}
+
+/// How a relay decides when packets leave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MixingStrategy {
+    /// Continuous-time mix: each packet held for the delay its sender chose.
+    #[default]
+    Poisson,
+    /// Rounds: packets collected for `batch_round_ms` and released together, shuffled,
+    /// never fewer than `batch_min_packets` (cover makes up the difference).
+    Batch,
 }
 
 /// `[limits]`
@@ -140,6 +177,19 @@ pub struct MixingSection {
     pub link_queue: usize,
     /// On SIGTERM, how long queued packets keep being released at their times (default 3000).
     pub shutdown_grace_ms: u64,
+    /// `poisson` (default) or `batch`.
+    pub strategy: MixingStrategy,
+    /// Batch mode: length of a round in ms (default 1000).
+    pub batch_round_ms: u64,
+    /// Batch mode: fewest packets a round leaves with; the mix tops a short round up with
+    /// its own cover (default 10; mixes only).
+    pub batch_min_packets: usize,
+    /// Poisson mode: when the anonymity of a packet leaving now (log2 of the pool) is below
+    /// this many bits, the mix adds its own cover to its pool, at most `cover.max_per_sec`
+    /// (default 0: off; mixes only).
+    pub min_anonymity_bits: f64,
+    /// Window of the `lethe_anonymity_bits` estimate, in ms (default 10000).
+    pub anonymity_window_ms: u64,
 }
 
 impl Default for MixingSection {
@@ -148,6 +198,11 @@ impl Default for MixingSection {
             queue_capacity: 200_000,
             link_queue: 16_384,
             shutdown_grace_ms: 3_000,
+            strategy: MixingStrategy::Poisson,
+            batch_round_ms: 1_000,
+            batch_min_packets: 10,
+            min_anonymity_bits: 0.0,
+            anonymity_window_ms: 10_000,
         }
     }
 }
@@ -281,6 +336,72 @@ impl NodeConfig {
         })
     }
 
+    fn validate_mixing(&self) -> Result<(), NodeError> {
+        let m = &self.mixing;
+        let c = &self.cover;
+        let mix = self.node.role == NodeRole::Mix;
+        if !(1..=60_000).contains(&m.batch_round_ms) {
+            return Err(invalid(
+                "mixing.batch_round_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        if m.batch_min_packets > m.queue_capacity {
+            return Err(invalid(
+                "mixing.batch_min_packets",
+                "must be at most mixing.queue_capacity",
+            ));
+        }
+        if m.strategy == MixingStrategy::Batch && !mix && m.batch_min_packets > 0 {
+            return Err(invalid(
+                "mixing.batch_min_packets",
+                "only mixes build cover to top up a round; set 0 on other relays",
+            ));
+        }
+        if !(0.0..=20.0).contains(&m.min_anonymity_bits) {
+            return Err(invalid(
+                "mixing.min_anonymity_bits",
+                "must be between 0 and 20",
+            ));
+        }
+        if m.min_anonymity_bits > 0.0 {
+            if !mix {
+                return Err(invalid(
+                    "mixing.min_anonymity_bits",
+                    "only mixes build cover; set 0 on other relays",
+                ));
+            }
+            if m.strategy == MixingStrategy::Batch {
+                return Err(invalid(
+                    "mixing.min_anonymity_bits",
+                    "in batch mode the floor is mixing.batch_min_packets",
+                ));
+            }
+        }
+        if !(100..=3_600_000).contains(&m.anonymity_window_ms) {
+            return Err(invalid(
+                "mixing.anonymity_window_ms",
+                "must be between 100 and 3600000",
+            ));
+        }
+        if !(0.0..=10_000.0).contains(&c.loop_rate_per_sec) {
+            return Err(invalid(
+                "cover.loop_rate_per_sec",
+                "must be between 0 and 10000",
+            ));
+        }
+        if c.loop_rate_per_sec > 0.0 && !mix {
+            return Err(invalid(
+                "cover.loop_rate_per_sec",
+                "only mixes send loop cover; set 0 on other relays",
+            ));
+        }
+        if !(0.1..=5_000.0).contains(&c.max_per_sec) {
+            return Err(invalid("cover.max_per_sec", "must be between 0.1 and 5000"));
+        }
+        Ok(())
+    }
+
     /// Check values that parse but make no sense; the error names the field.
     pub fn validate(&self) -> Result<(), NodeError> {
         let n = &self.node;
@@ -327,6 +448,7 @@ impl NodeConfig {
         if self.mixing.link_queue == 0 {
             return Err(invalid("mixing.link_queue", "must be at least 1"));
         }
+        self.validate_mixing()?;
         let r = &self.replay;
         if r.capacity == 0 || r.capacity > 1 << 32 {
             return Err(invalid("replay.capacity", "must be between 1 and 2^32"));
@@ -417,6 +539,8 @@ mod tests {
             "gateway.toml",
             "authority.toml",
             "minimal-mix.toml",
+            "batch-mix.toml",
+            "floor-mix.toml",
         ] {
             let cfg = NodeConfig::parse(&fixture(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
             // and survive a round trip
@@ -425,6 +549,19 @@ mod tests {
         let m = NodeConfig::parse(&fixture("minimal-mix.toml")).unwrap();
         assert_eq!(m.replay, ReplaySection::default());
         assert_eq!(m.directory.threshold, 1);
+        assert_eq!(m.mixing.strategy, MixingStrategy::Poisson);
+        assert_eq!(m.cover, CoverSection::default());
+        assert_eq!(m.mixing.min_anonymity_bits, 0.0);
+        let b = NodeConfig::parse(&fixture("batch-mix.toml")).unwrap();
+        assert_eq!(b.mixing.strategy, MixingStrategy::Batch);
+        assert_eq!(
+            (b.mixing.batch_round_ms, b.mixing.batch_min_packets),
+            (500, 20)
+        );
+        assert_eq!(b.cover.loop_rate_per_sec, 2.5);
+        let f = NodeConfig::parse(&fixture("floor-mix.toml")).unwrap();
+        assert_eq!(f.mixing.min_anonymity_bits, 3.0);
+        assert_eq!(f.cover.max_per_sec, 40.0);
     }
 
     #[test]
@@ -440,6 +577,12 @@ mod tests {
             ("bad-authority-key.toml", "directory.authority_keys"),
             ("bad-role.toml", "role"),
             ("bad-limits.toml", "limits.connections_per_ip"),
+            ("bad-strategy.toml", "strategy"),
+            ("bad-floor-batch.toml", "mixing.min_anonymity_bits"),
+            ("bad-floor-nan.toml", "mixing.min_anonymity_bits"),
+            ("bad-batch-round.toml", "mixing.batch_round_ms"),
+            ("bad-cover-cap.toml", "cover.max_per_sec"),
+            ("bad-cover-gateway.toml", "cover.loop_rate_per_sec"),
         ] {
             let err = NodeConfig::parse(&fixture(f)).expect_err(f).to_string();
             assert!(

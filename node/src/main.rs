@@ -207,6 +207,7 @@ fn main() -> anyhow::Result<()> {
                 replay: ReplaySection::default(),
                 gateway: GatewaySection::default(),
                 limits: LimitsSection::default(),
+                cover: Default::default(),
                 authority: AuthoritySection {
                     network,
                     epoch_secs,

@@ -88,6 +88,38 @@ impl Gauge {
     }
 }
 
+/// A gauge holding a float (stored as its bits).
+#[derive(Default)]
+pub struct FloatGauge(AtomicU64);
+
+impl FloatGauge {
+    /// Set the value.
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+    /// Current value.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// Why a relay built one of its own cover packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoverKind {
+    /// The steady loop stream (`cover.loop_rate_per_sec`).
+    Loop,
+    /// The anonymity floor (`mixing.min_anonymity_bits`).
+    Floor,
+    /// Topping up a short batch round (`mixing.batch_min_packets`).
+    Round,
+}
+
+const COVER_KINDS: [(CoverKind, &str); 3] = [
+    (CoverKind::Loop, "loop"),
+    (CoverKind::Floor, "floor"),
+    (CoverKind::Round, "round"),
+];
+
 /// The node's counters.
 #[derive(Default)]
 pub struct Metrics {
@@ -112,6 +144,17 @@ pub struct Metrics {
     pub mailbox_messages: Gauge,
     /// Nodes in the current topology.
     pub topology_nodes: Gauge,
+    /// The live anonymity estimate, bits (see `lethe_proto::anonymity`).
+    pub anonymity_bits: FloatGauge,
+    /// Packets in the mixing pool (real and cover).
+    pub pool_packets: Gauge,
+    /// Batch rounds released.
+    pub batch_rounds: AtomicU64,
+    cover_sent: [AtomicU64; 3],
+    /// Own loop packets that came back.
+    pub cover_received: AtomicU64,
+    /// Cover packets not built because `cover.max_per_sec` was reached.
+    pub cover_suppressed: AtomicU64,
 }
 
 impl Metrics {
@@ -123,6 +166,16 @@ impl Metrics {
     /// Drops so far for `why`.
     pub fn dropped(&self, why: Reason) -> u64 {
         self.dropped[why as usize].load(Ordering::Relaxed)
+    }
+
+    /// Count one cover packet built and put in the pool.
+    pub fn cover_sent(&self, kind: CoverKind) {
+        self.cover_sent[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cover packets built so far for `kind`.
+    pub fn cover_sent_count(&self, kind: CoverKind) -> u64 {
+        self.cover_sent[kind as usize].load(Ordering::Relaxed)
     }
 
     /// Count one packet in.
@@ -163,6 +216,21 @@ impl Metrics {
                 "Incoming connections refused (unknown relay, or over a limit).",
                 c(&self.connections_refused),
             ),
+            (
+                "lethe_batch_rounds_total",
+                "Batch rounds released.",
+                c(&self.batch_rounds),
+            ),
+            (
+                "lethe_cover_received_total",
+                "The relay's own loop packets that came back to it.",
+                c(&self.cover_received),
+            ),
+            (
+                "lethe_cover_suppressed_total",
+                "Cover packets not built because cover.max_per_sec was reached.",
+                c(&self.cover_suppressed),
+            ),
         ] {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
@@ -177,7 +245,28 @@ impl Metrics {
                 self.dropped(d)
             );
         }
+        let _ = writeln!(
+            s,
+            "# HELP lethe_cover_sent_total Cover packets the relay built and mixed, by why.\n# TYPE lethe_cover_sent_total counter"
+        );
+        for (k, label) in COVER_KINDS {
+            let _ = writeln!(
+                s,
+                "lethe_cover_sent_total{{kind=\"{label}\"}} {}",
+                self.cover_sent_count(k)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP lethe_anonymity_bits Mean entropy, in bits, of which recent input each recent output could be (log2 of the pool at each departure; log2 of the round in batch mode).\n# TYPE lethe_anonymity_bits gauge\nlethe_anonymity_bits {:.4}",
+            self.anonymity_bits.get()
+        );
         for (name, help, g) in [
+            (
+                "lethe_pool_packets",
+                "Packets in the mixing pool, real and cover.",
+                &self.pool_packets,
+            ),
             (
                 "lethe_queue_depth",
                 "Packets held in the mix queue.",
@@ -229,6 +318,16 @@ mod tests {
         assert!(text.contains("lethe_packets_dropped_total{reason=\"replay\"} 2"));
         assert!(text.contains("lethe_packets_in_total 1"));
         assert!(text.contains("lethe_queue_depth 7"));
+        m.anonymity_bits.set(2.5);
+        m.cover_sent(CoverKind::Floor);
+        let text = m.render("mix");
+        assert!(text.contains("lethe_anonymity_bits 2.5000"));
+        assert!(text.contains("lethe_cover_sent_total{kind=\"floor\"} 1"));
+        assert!(text.contains("lethe_cover_sent_total{kind=\"loop\"} 0"));
+        assert!(text.contains("lethe_pool_packets 0"));
+        for (i, (k, _)) in COVER_KINDS.iter().enumerate() {
+            assert_eq!(*k as usize, i, "COVER_KINDS order must match the enum");
+        }
         for (_, label) in DROPS {
             assert!(text.contains(&format!("reason=\"{label}\"")));
         }

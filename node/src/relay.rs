@@ -6,6 +6,11 @@
 //!  ──▶ one link task per next hop (long-lived QUIC stream, batched frames, reconnect with
 //!  backoff) │ or, at a gateway's final hop, a client session or the mailbox.
 //! ```
+//!
+//! The scheduler's pool is a `MixQueue` (`mixing.strategy = "poisson"`) or a `BatchQueue`
+//! (`"batch"`); an `AnonymityEstimator` follows it for `lethe_anonymity_bits`. A mix also
+//! runs a `cover` thread that builds its own loop packets (steady loops, the anonymity
+//! floor, batch top-ups, within `cover.max_per_sec`) and puts them in the same pool.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,20 +24,22 @@ use lethe_net::tls::{self, peer_cert_hash};
 use lethe_net::{NetError, Sensitive, http};
 use lethe_proto::frame::REPLY_BODY_LEN;
 use lethe_proto::limit::{Counters, TokenBucket};
-use lethe_proto::packet::PACKET_SIZE;
+use lethe_proto::mixloop::build_mix_loop;
+use lethe_proto::packet::{PACKET_SIZE, sample_delay};
 use lethe_proto::topology::{NodeDescriptor, Role};
 use lethe_proto::{
-    ClientId, EpochKey, FrameKind, Key32, Mailbox, MixQueue, NodeId, Packet, Processed,
-    ReplayFilter, SignedDescriptor, SphinxNode, Timestamp, Topology,
+    AnonymityEstimator, BatchConfig, BatchQueue, ClientId, EpochKey, FrameKind, Key32, Mailbox,
+    MixQueue, NodeId, Packet, Processed, ReplayFilter, SignedDescriptor, SphinxNode, Timestamp,
+    Topology,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::NodeError;
-use crate::config::{NodeConfig, NodeRole};
+use crate::config::{MixingStrategy, NodeConfig, NodeRole};
 use crate::keys::NodeKeys;
-use crate::metrics::{Metrics, Reason};
+use crate::metrics::{CoverKind, Metrics, Reason};
 
 /// Error codes we close QUIC streams and connections with.
 mod code {
@@ -114,6 +121,9 @@ struct Shared {
     handshakes: Mutex<TokenBucket>,
     /// Milliseconds since `origin` of the last on-demand topology fetch (rate limit).
     last_fetch_ms: std::sync::atomic::AtomicU64,
+    /// Secret destination of this mix's own loop packets: the final hop of a loop is the mix
+    /// itself, and only a packet built by it carries this id.
+    loop_id: ClientId,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -343,6 +353,11 @@ impl Relay {
                 Timestamp::ZERO,
             )),
             ring: RwLock::new(Vec::new()),
+            loop_id: {
+                let mut b = [0u8; 32];
+                rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
+                ClientId::from_bytes(b)
+            },
             dir,
             keys,
             cfg,
@@ -400,12 +415,40 @@ impl Relay {
                     source,
                 })?;
         }
+        // Cover: a mix builds its own packets on a thread of its own (0.5 to 1 ms of CPU
+        // each, never on the async threads).
+        let cover = if shared.cfg.node.role == NodeRole::Mix {
+            let (req_tx, req_rx) = crossbeam_channel::bounded::<CoverRequest>(64);
+            let tx = sched_tx.clone();
+            let sh = shared.clone();
+            std::thread::Builder::new()
+                .name("cover".into())
+                .spawn(move || cover_worker(sh, tx, req_rx))
+                .map_err(|source| NodeError::Io {
+                    path: "thread".into(),
+                    source,
+                })?;
+            Some(req_tx)
+        } else {
+            None
+        };
         drop(sched_tx);
+        let m = &shared.cfg.mixing;
+        if m.strategy == MixingStrategy::Batch {
+            let need = m.batch_min_packets as f64 * 1000.0 / m.batch_round_ms as f64;
+            if need > shared.cfg.cover.max_per_sec {
+                warn!(
+                    need,
+                    cap = shared.cfg.cover.max_per_sec,
+                    "at no traffic, batch rounds need more cover per second than cover.max_per_sec allows; rounds will wait"
+                );
+            }
+        }
 
         // Directory: register and fetch before accepting traffic.
         tasks.spawn(directory_task(shared.clone()));
         // Scheduler.
-        let scheduler = tokio::spawn(scheduler(shared.clone(), sched_rx));
+        let scheduler = tokio::spawn(scheduler(shared.clone(), sched_rx, cover));
         // Accept loop.
         tasks.spawn(accept_loop(shared.clone(), job_tx));
 
@@ -492,6 +535,12 @@ fn crypto_worker(
                 }) => {
                     if shared.is_gateway() {
                         deliver(&shared, destination, FrameKind::Message, &message);
+                    } else if destination == shared.loop_id {
+                        // One of our own loops came back: cover, dropped silently.
+                        shared
+                            .metrics
+                            .cover_received
+                            .fetch_add(1, Ordering::Relaxed);
                     } else {
                         shared.metrics.count_drop(Reason::UnexpectedFinalHop);
                     }
@@ -558,20 +607,93 @@ fn deliver(shared: &Shared, client: ClientId, kind: FrameKind, body: &[u8]) {
     shared.metrics.mailbox_messages.set(mb.len() as i64);
 }
 
-async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Timed>>) {
-    let mut queue: MixQueue<Scheduled> = MixQueue::new(shared.cfg.mixing.queue_capacity);
+/// What the scheduler asks of the cover thread.
+#[derive(Clone, Copy, Debug)]
+enum CoverRequest {
+    /// The pool is below the anonymity floor (true) or back above it (false).
+    Floor(bool),
+    /// The batch round is due but short by this many packets.
+    Round(usize),
+}
+
+/// The mixing pool: a continuous-time queue or batch rounds.
+enum Pool {
+    Poisson(MixQueue<Scheduled>),
+    Batch(BatchQueue<Scheduled>),
+}
+
+impl Pool {
+    fn len(&self) -> usize {
+        match self {
+            Pool::Poisson(q) => q.len(),
+            Pool::Batch(b) => b.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&mut self, arrival: Timestamp, s: Scheduled, delay: Duration) -> bool {
+        match self {
+            Pool::Poisson(q) => q.push(arrival, s, delay).is_ok(),
+            // Batch mode ignores the requested delay (the cap was checked on processing).
+            Pool::Batch(b) => b.push(s).is_ok(),
+        }
+    }
+
+    fn drain(&mut self) -> usize {
+        match self {
+            Pool::Poisson(q) => q.drain().count(),
+            Pool::Batch(b) => b.drain().count(),
+        }
+    }
+}
+
+/// How long a short batch round waits for its top-up before asking again.
+const TOPUP_RETRY: Duration = Duration::from_millis(50);
+/// How often the anonymity gauge is refreshed when nothing else wakes the scheduler.
+const GAUGE_TICK: Duration = Duration::from_millis(500);
+
+async fn scheduler(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Vec<Timed>>,
+    cover: Option<crossbeam_channel::Sender<CoverRequest>>,
+) {
+    let m = &shared.cfg.mixing;
+    let mut pool = match m.strategy {
+        MixingStrategy::Poisson => Pool::Poisson(MixQueue::new(m.queue_capacity)),
+        MixingStrategy::Batch => Pool::Batch(BatchQueue::new(
+            shared.now(),
+            BatchConfig {
+                round: Duration::from_millis(m.batch_round_ms),
+                min_packets: m.batch_min_packets,
+                capacity: m.queue_capacity,
+            },
+        )),
+    };
+    let mut estimate = AnonymityEstimator::new(Duration::from_millis(m.anonymity_window_ms));
+    let floor = m.min_anonymity_bits;
+    let mut below_floor = false;
+    // Set while a batch round is due but short: when to ask for the top-up again.
+    let mut topup_retry: Option<Instant> = None;
+    let mut gauge_tick = tokio::time::interval(GAUGE_TICK);
+    gauge_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = shared.shutdown.clone();
     let mut drain_until: Option<Instant> = None;
-    let grace = Duration::from_millis(shared.cfg.mixing.shutdown_grace_ms);
+    let grace = Duration::from_millis(m.shutdown_grace_ms);
     // While draining, leave early only once the queue is empty and nothing has come in for
     // this long: packets may still be on their way from the previous hop.
     let quiet = Duration::from_millis(200).min(grace);
     let mut last_arrival = Instant::now();
     let mut inputs_open = true;
     loop {
-        let wake = queue.poll_timeout().map(|t| shared.instant(t));
+        let wake = match &pool {
+            Pool::Poisson(q) => q.poll_timeout().map(|t| shared.instant(t)),
+            Pool::Batch(b) => Some(topup_retry.unwrap_or_else(|| shared.instant(b.poll_timeout()))),
+        };
         let quiet_check = match drain_until {
-            Some(_) if queue.is_empty() => Some(last_arrival + quiet),
+            Some(_) if pool.is_empty() => Some(last_arrival + quiet),
             _ => None,
         };
         tokio::select! {
@@ -579,7 +701,9 @@ async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Timed>>) {
                 Some(batch) => {
                     last_arrival = Instant::now();
                     for (arrival, delay, s) in batch {
-                        if queue.push(arrival, s, delay).is_err() {
+                        if pool.push(arrival, s, delay) {
+                            estimate.on_arrival(arrival);
+                        } else {
                             shared.metrics.count_drop(Reason::QueueFull);
                         }
                     }
@@ -587,12 +711,13 @@ async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Timed>>) {
                 None => {
                     // Every worker is gone: release what is queued, then stop.
                     inputs_open = false;
-                    if queue.is_empty() {
+                    if pool.is_empty() {
                         break;
                     }
                 }
             },
             _ = sleep_until_opt(wake) => {}
+            _ = gauge_tick.tick() => {}
             r = shutdown.changed(), if drain_until.is_none() => {
                 if r.is_err() || *shutdown.borrow() {
                     drain_until = Some(Instant::now() + grace);
@@ -602,20 +727,181 @@ async fn scheduler(shared: Arc<Shared>, mut rx: mpsc::Receiver<Vec<Timed>>) {
             _ = sleep_until_opt(quiet_check) => {}
         }
         let now = shared.now();
-        while let Some((_, s)) = queue.pop_ready(now) {
-            dispatch(&shared, s);
+        match &mut pool {
+            Pool::Poisson(q) => {
+                while let Some((_, s)) = q.pop_ready(now) {
+                    estimate.on_departure(now);
+                    dispatch(&shared, s);
+                }
+            }
+            Pool::Batch(b) => {
+                if now >= b.poll_timeout() {
+                    match b.pop_round(now, &mut rand::rng()) {
+                        Some(round) => {
+                            topup_retry = None;
+                            estimate.on_round(now, round.len());
+                            if !round.is_empty() {
+                                shared.metrics.batch_rounds.fetch_add(1, Ordering::Relaxed);
+                            }
+                            for s in round {
+                                dispatch(&shared, s);
+                            }
+                        }
+                        None => {
+                            // Short: ask for exactly the missing cover (a repeated request
+                            // replaces the previous one), and look again shortly.
+                            if topup_retry.is_none_or(|t| Instant::now() >= t) {
+                                if let Some(c) = &cover {
+                                    let _ = c.try_send(CoverRequest::Round(b.deficit()));
+                                }
+                                topup_retry = Some(Instant::now() + TOPUP_RETRY);
+                            }
+                        }
+                    }
+                }
+            }
         }
-        shared.metrics.queue_depth.set(queue.len() as i64);
+        // The floor follows the pool without lag: below it, the cover thread adds packets
+        // (at most cover.max_per_sec); not while shutting down.
+        if floor > 0.0
+            && let Some(c) = &cover
+        {
+            let below = drain_until.is_none() && estimate.current_bits() < floor;
+            if below != below_floor && c.try_send(CoverRequest::Floor(below)).is_ok() {
+                below_floor = below;
+            }
+        }
+        shared.metrics.queue_depth.set(pool.len() as i64);
+        shared.metrics.pool_packets.set(pool.len() as i64);
+        shared.metrics.anonymity_bits.set(estimate.estimate(now));
         if let Some(deadline) = drain_until {
-            let idle = queue.is_empty() && last_arrival.elapsed() >= quiet;
+            let idle = pool.is_empty() && last_arrival.elapsed() >= quiet;
             if idle || Instant::now() >= deadline {
-                let left = queue.drain().count();
+                let left = pool.drain();
                 for _ in 0..left {
+                    estimate.on_discard();
                     shared.metrics.count_drop(Reason::Shutdown);
                 }
                 shared.metrics.queue_depth.set(0);
+                shared.metrics.pool_packets.set(0);
                 return;
             }
+        }
+    }
+}
+
+/// A mix's own cover: a Poisson stream of loops (`cover.loop_rate_per_sec`), plus, on the
+/// scheduler's request, floor cover while the pool is below `mixing.min_anonymity_bits`
+/// (a Poisson stream at `cover.max_per_sec`) and the packets a short batch round lacks. All
+/// of it shares one budget of `cover.max_per_sec` (bursts of as many, or of one round).
+/// Each packet is a loop (see `lethe_proto::cover`) that enters our own pool like a packet
+/// from a previous hop. Runs on its own thread: building one costs 0.5 to 1 ms.
+fn cover_worker(
+    shared: Arc<Shared>,
+    sched: mpsc::Sender<Vec<Timed>>,
+    requests: crossbeam_channel::Receiver<CoverRequest>,
+) {
+    use crossbeam_channel::RecvTimeoutError;
+    let c = &shared.cfg.cover;
+    let mut rng = rand::rng();
+    let gap = |rng: &mut rand::rngs::ThreadRng, rate: f64| {
+        sample_delay(
+            rng,
+            Duration::from_secs_f64(1.0 / rate),
+            Duration::from_secs(3600),
+        )
+    };
+    let burst = c
+        .max_per_sec
+        .max(shared.cfg.mixing.batch_min_packets as f64);
+    let mut budget = TokenBucket::new(c.max_per_sec, burst, shared.now());
+    let loop_rate = c.loop_rate_per_sec;
+    let mut next_loop = (loop_rate > 0.0).then(|| Instant::now() + gap(&mut rng, loop_rate));
+    let mut floor_on = false;
+    let mut next_floor: Option<Instant> = None;
+    let mut round_wanted = 0usize;
+    loop {
+        let now = Instant::now();
+        let mut wake = now + Duration::from_millis(250);
+        for t in [next_loop, next_floor].into_iter().flatten() {
+            wake = wake.min(t);
+        }
+        let first = match requests.recv_timeout(wake.saturating_duration_since(now)) {
+            Ok(r) => Some(r),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        for r in first.into_iter().chain(requests.try_iter()) {
+            match r {
+                CoverRequest::Floor(on) => {
+                    floor_on = on;
+                    next_floor = on.then(Instant::now);
+                }
+                CoverRequest::Round(n) => round_wanted = n,
+            }
+        }
+        // Loops and floor cover stop at shutdown; round top-ups go on so the last rounds
+        // can still leave during the grace period.
+        let stopping = shared.shutting_down();
+        let now = Instant::now();
+        let mut wanted: Vec<CoverKind> = Vec::new();
+        if let Some(t) = next_loop
+            && t <= now
+        {
+            if !stopping {
+                wanted.push(CoverKind::Loop);
+            }
+            // Keep the stream's schedule, but never catch up a backlog in a burst.
+            next_loop = Some((t + gap(&mut rng, loop_rate)).max(now));
+        }
+        if floor_on
+            && let Some(t) = next_floor
+            && t <= now
+        {
+            if !stopping {
+                wanted.push(CoverKind::Floor);
+            }
+            next_floor = Some(now + gap(&mut rng, c.max_per_sec));
+        }
+        wanted.extend(std::iter::repeat_n(CoverKind::Round, round_wanted));
+        round_wanted = 0;
+        if wanted.is_empty() {
+            continue;
+        }
+        let Some(topology) = shared.topology() else {
+            continue;
+        };
+        let epoch = topology.epoch_at(lethe_net::unix_now());
+        let mut out: Vec<Timed> = Vec::with_capacity(wanted.len());
+        for kind in wanted {
+            if !budget.try_take(shared.now()) {
+                shared
+                    .metrics
+                    .cover_suppressed
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            match build_mix_loop(&mut rng, &topology, &shared.me, epoch, shared.loop_id) {
+                Ok(l) => {
+                    shared.metrics.cover_sent(kind);
+                    out.push((
+                        shared.now(),
+                        l.hold,
+                        Scheduled {
+                            next: l.next,
+                            packet: l.packet,
+                        },
+                    ));
+                }
+                Err(e) => {
+                    // e.g. before our own descriptor is in the topology
+                    debug!(error = %Sensitive::new(e.to_string()), "cannot build a loop yet");
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() && sched.blocking_send(out).is_err() {
+            return;
         }
     }
 }

@@ -1,12 +1,14 @@
 #![doc = include_str!("../README.md")]
 
 pub mod address;
+pub mod anonymity;
 pub mod batch;
 pub mod cover;
 pub mod error;
 pub mod frame;
 pub mod limit;
 pub mod mailbox;
+pub mod mixloop;
 pub mod packet;
 pub mod queue;
 pub mod replay;
@@ -14,6 +16,7 @@ pub mod time;
 pub mod topology;
 
 pub use address::{ClientAddress, ClientId, Key32, NodeId};
+pub use anonymity::AnonymityEstimator;
 pub use batch::{BatchConfig, BatchQueue};
 pub use cover::{ClientRates, ClientSchedule, ClientSend, PoissonStream};
 pub use error::Error;

@@ -253,6 +253,65 @@ impl LocalNet {
         Ok(())
     }
 
+    /// Stop the named relays together (SIGTERM to all, then wait for each), set `key = value`
+    /// lines in each one's `node.toml` (every key is written by `init`, so each is there
+    /// once), start them again and wait until each has loaded the full topology.
+    pub async fn reconfigure(&mut self, names: &[&str], edits: &[(&str, &str)]) -> Result<()> {
+        for name in names {
+            let pid = self.node(name).pid;
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for name in names {
+            let pid = self.node(name).pid.to_string();
+            if let Some(mut child) = self.children.remove(*name) {
+                while child.try_wait()?.is_none() {
+                    if Instant::now() > deadline {
+                        bail!("{name} did not stop within 15 s");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                continue;
+            }
+            while Command::new("kill")
+                .args(["-0", &pid])
+                .stderr(Stdio::null())
+                .status()?
+                .success()
+            {
+                if Instant::now() > deadline {
+                    bail!("{name} did not stop within 15 s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        for name in names {
+            let path = self.node(name).dir.join("node.toml");
+            let text = std::fs::read_to_string(&path)?;
+            let mut lines: Vec<String> = text.lines().map(String::from).collect();
+            for (key, value) in edits {
+                let prefix = format!("{key} =");
+                let line = lines
+                    .iter_mut()
+                    .find(|l| l.starts_with(&prefix))
+                    .with_context(|| format!("no {key} in {}", path.display()))?;
+                *line = format!("{key} = {value}");
+            }
+            std::fs::write(&path, lines.join("\n") + "\n")?;
+            self.start_node(name)?;
+        }
+        let want = self.nodes.iter().filter(|n| n.role != "authority").count() as f64;
+        for name in names {
+            self.wait_metric(name, "lethe_topology_nodes", Duration::from_secs(20), |v| {
+                v == want
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Wait until `node`'s `metric` satisfies `ok`, for at most `timeout`.
     pub async fn wait_metric(
         &self,
