@@ -287,6 +287,35 @@ fn build_cover(client: &Client, is_loop: bool) -> Result<Built, ClientError> {
 /// packets, which the application built before queueing).
 const BUILT_AHEAD: usize = 64;
 
+/// A message for the real-packet builder: build, queue for a payload slot, say the delay.
+pub(crate) struct BuildJob {
+    pub(crate) to: lethe_proto::ClientAddress,
+    pub(crate) msg: Vec<u8>,
+    pub(crate) reply: tokio::sync::oneshot::Sender<Result<Duration, ClientError>>,
+}
+
+/// Build real packets one at a time and queue them for payload slots.
+fn real_builder(
+    client: Weak<Client>,
+    mut jobs: mpsc::Receiver<BuildJob>,
+    queue: mpsc::Sender<Packet>,
+) {
+    while let Some(job) = jobs.blocking_recv() {
+        let Some(c) = client.upgrade() else {
+            return;
+        };
+        let (topology, gateway) = (c.topology(), c.address().gateway);
+        drop(c);
+        let result = crate::build_outgoing(&topology, gateway, &job.to, &job.msg).and_then(|out| {
+            queue
+                .blocking_send(out.packet)
+                .map(|()| out.total_delay)
+                .map_err(|_| ClientError::Closed)
+        });
+        let _ = job.reply.send(result);
+    }
+}
+
 /// Keep `tx` filled with fresh cover packets until the driver or the client is gone.
 fn builder(client: Weak<Client>, is_loop: bool, tx: mpsc::Sender<Built>) {
     while let Some(c) = client.upgrade() {
@@ -335,15 +364,23 @@ impl Client {
         }
         let schedule = ClientSchedule::new(rates)?;
         let (tx, rx) = mpsc::channel(REAL_QUEUE);
-        if self.cover_queue.set(tx).is_err() {
+        if self.cover_queue.set(tx.clone()).is_err() {
             return Err(ClientError::CoverRunning);
+        }
+        let (jobs_tx, jobs_rx) = mpsc::channel(16);
+        if self.real_jobs.set(jobs_tx).is_ok() {
+            let weak = Arc::downgrade(self);
+            // If the thread cannot start, jobs fail with Closed.
+            let _ = std::thread::Builder::new()
+                .name("cover-real".into())
+                .spawn(move || real_builder(weak, jobs_rx, tx));
         }
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(CoverShared::default());
         let drops = spawn_builder(self, false);
         let loops = (rates.loop_ > 0.0).then(|| spawn_builder(self, true));
         let (handle, weak, stop2, shared2) = (
-            tokio::runtime::Handle::try_current().map_err(|_| ClientError::NoRuntime)?,
+            self.link.handle.clone(),
             Arc::downgrade(self),
             stop.clone(),
             shared.clone(),

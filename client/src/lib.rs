@@ -48,8 +48,6 @@ pub enum ClientError {
     NoCover,
     #[error("cover traffic already runs for this client")]
     CoverRunning,
-    #[error("cover traffic must be started from within a tokio runtime")]
-    NoRuntime,
 }
 
 /// `client.toml`.
@@ -188,12 +186,46 @@ pub struct Client {
     refresher: tokio::task::JoinHandle<()>,
     directory: DirectoryClient,
     address: ClientAddress,
+    /// Declared before `link`: the connection's handles go before its runtime does.
     send: Mutex<quinn::SendStream>,
     incoming: Mutex<mpsc::Receiver<Vec<u8>>>,
     /// Set while cover traffic runs: real packets wait here for a payload slot.
     cover_queue: std::sync::OnceLock<mpsc::Sender<Packet>>,
+    /// Set while cover traffic runs: messages for the thread that builds real packets.
+    real_jobs: std::sync::OnceLock<mpsc::Sender<cover::BuildJob>>,
     loops: Arc<cover::LoopTracker>,
     replies: Mutex<mpsc::Receiver<Reply>>,
+    link: LinkRuntime,
+}
+
+/// A single-threaded runtime on a thread of its own that drives the QUIC link to the
+/// gateway. It stops when dropped.
+pub(crate) struct LinkRuntime {
+    pub(crate) handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl LinkRuntime {
+    fn start() -> Result<Self, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(NetError::Io)?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("lethe-link".into())
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+            })
+            .map_err(NetError::Io)?;
+        Ok(LinkRuntime {
+            handle,
+            _stop: stop,
+        })
+    }
 }
 
 /// A SURB reply the gateway handed us: which SURB it used, and the payload still sealed for
@@ -247,15 +279,28 @@ impl Client {
         let bind = opts
             .bind
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let endpoint = quinn::Endpoint::client(bind).map_err(NetError::Io)?;
-        let conn = tls::connect(&endpoint, &id, gw.address, gw.tls_cert).await?;
-        let send = conn.open_uni().await.map_err(NetError::Connection)?;
-        let (tx, rx) = mpsc::channel(4096);
+        let client_id = ClientId(id.cert_hash());
         let loops = Arc::new(cover::LoopTracker::new(
             id.derive_secret("lethe-client loop cover v1"),
         ));
+        // The link lives on a runtime of its own, so that what the application does on its
+        // runtime (say, a download it is busy reading) does not shift when packets leave.
+        let link = LinkRuntime::start()?;
+        let (gw_addr, gw_cert) = (gw.address, gw.tls_cert);
+        let (endpoint, conn, send) = link
+            .handle
+            .spawn(async move {
+                let endpoint = quinn::Endpoint::client(bind).map_err(NetError::Io)?;
+                let conn = tls::connect(&endpoint, &id, gw_addr, gw_cert).await?;
+                let send = conn.open_uni().await.map_err(NetError::Connection)?;
+                Ok::<_, ClientError>((endpoint, conn, send))
+            })
+            .await
+            .map_err(|_| ClientError::Closed)??;
+        let (tx, rx) = mpsc::channel(4096);
         let (reply_tx, reply_rx) = mpsc::channel(4096);
-        tokio::spawn(receive_loop(conn.clone(), tx, reply_tx, loops.clone()));
+        link.handle
+            .spawn(receive_loop(conn.clone(), tx, reply_tx, loops.clone()));
         let topology = Arc::new(std::sync::RwLock::new(topology));
         let refresher = tokio::spawn(refresh_topology(directory.clone(), topology.clone()));
         Ok(Client {
@@ -265,12 +310,14 @@ impl Client {
             refresher,
             directory,
             address: ClientAddress {
-                client: ClientId(id.cert_hash()),
+                client: client_id,
                 gateway,
             },
+            link,
             send: Mutex::new(send),
             incoming: Mutex::new(rx),
             cover_queue: std::sync::OnceLock::new(),
+            real_jobs: std::sync::OnceLock::new(),
             loops,
             replies: Mutex::new(reply_rx),
         })
@@ -332,18 +379,22 @@ impl Client {
     }
 
     /// Build and send; returns the sum of the hop delays.
-    /// While cover traffic runs, the packet is built on a blocking thread, as cover packets
-    /// are, so that building it does not delay the cover schedule on the async threads.
+    /// While cover traffic runs, the packet is built on the cover's one thread for real
+    /// packets, so that however fast the application sends, building costs the machine what
+    /// building cover packets would, and the cover schedule's timing does not change.
     pub async fn send(&self, to: &ClientAddress, msg: &[u8]) -> Result<Duration, ClientError> {
-        let out = if self.cover_queue.get().is_some() {
-            let (topology, gateway, to, msg) =
-                (self.topology(), self.address.gateway, *to, msg.to_vec());
-            tokio::task::spawn_blocking(move || build_outgoing(&topology, gateway, &to, &msg))
-                .await
-                .map_err(|_| ClientError::Closed)??
-        } else {
-            self.build(to, msg)?
-        };
+        if let Some(jobs) = self.real_jobs.get() {
+            let (reply, result) = tokio::sync::oneshot::channel();
+            jobs.send(cover::BuildJob {
+                to: *to,
+                msg: msg.to_vec(),
+                reply,
+            })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+            return result.await.map_err(|_| ClientError::Closed)?;
+        }
+        let out = self.build(to, msg)?;
         self.send_packet(&out.packet).await?;
         Ok(out.total_delay)
     }
@@ -406,7 +457,7 @@ impl Client {
 }
 
 /// Wrap `msg` for `to` over `topology`, entering at `gateway`.
-fn build_outgoing(
+pub(crate) fn build_outgoing(
     topology: &Topology,
     gateway: NodeId,
     to: &ClientAddress,
