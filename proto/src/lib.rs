@@ -8,6 +8,7 @@ pub mod mailbox;
 pub mod packet;
 pub mod queue;
 pub mod replay;
+pub mod sphinx;
 pub mod time;
 pub mod topology;
 

@@ -1,5 +1,7 @@
-//! Lethe's packet type, over the `sphinx-packet` backend (kept behind this module so the
-//! backend can be replaced without touching the relays).
+//! Lethe's packet type. Relays peel packets with Lethe's own Sphinx backend
+//! ([`crate::sphinx`], aws-lc-rs X25519); senders still build them with `sphinx-packet`
+//! 0.8.0, whose wire format the backend follows byte for byte. Both stay behind this module
+//! so neither leaks into the relays.
 //!
 //! Every packet on the wire is exactly [`PACKET_SIZE`] bytes. A route is at most
 //! [`MAX_ROUTE_LEN`] hops; in the deployed network it is always five: entry gateway, one mix
@@ -9,12 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::{CryptoRng, Rng};
+use sphinx_packet::SphinxPacketBuilder;
 use sphinx_packet::crypto::{PrivateKey, PublicKey};
 use sphinx_packet::header::delays::Delay;
 use sphinx_packet::route::{Destination, DestinationAddressBytes, Node, NodeAddressBytes};
-use sphinx_packet::version::CURRENT_VERSION;
-use sphinx_packet::{ProcessedPacketData, SphinxPacket, SphinxPacketBuilder};
+use zeroize::Zeroize;
 
+use crate::sphinx::{HopKey, Peeled};
 use crate::{ClientId, Error, Key32, NodeId};
 
 /// Size of a Sphinx header (always sized for five hops).
@@ -154,9 +157,12 @@ pub enum Processed {
     },
 }
 
-/// A relay's Sphinx key and its processing rules.
+/// A relay's Sphinx key and its processing rules. Peeling runs on Lethe's own backend
+/// ([`crate::sphinx`]), wire-compatible with `sphinx-packet`.
 pub struct SphinxNode {
-    secret: PrivateKey,
+    /// `None` only if aws-lc refused the secret (it takes any 32 bytes); then every packet is
+    /// dropped with [`Error::Invalid`].
+    key: Option<HopKey>,
     public: Key32,
     /// The delay cap in nanoseconds; atomic so a driver can follow the directory's value
     /// while worker threads share the node.
@@ -167,10 +173,12 @@ impl SphinxNode {
     /// A node with the given X25519 secret; packets asking for more than `max_delay` are
     /// refused.
     pub fn new(secret: [u8; 32], max_delay: Duration) -> Self {
-        let secret = PrivateKey::from(secret);
-        let public = Key32(PublicKey::from(&secret).to_bytes());
+        let mut secret = secret;
+        let key = HopKey::new(&secret).ok();
+        let public = sphinx_public_key(&secret);
+        secret.zeroize();
         SphinxNode {
-            secret,
+            key,
             public,
             max_delay_ns: AtomicU64::new(duration_nanos(max_delay)),
         }
@@ -194,7 +202,8 @@ impl SphinxNode {
 
     /// Peel one layer. `seen` is called with the packet's replay tag once the header's MAC
     /// has been checked, and must return `true` if the tag was seen before (then the packet
-    /// is dropped as a replay). Cost: one X25519 for the shared secret and one for blinding.
+    /// is dropped as a replay). Cost: one X25519 for the shared secret and, for a forward
+    /// hop, one for blinding.
     pub fn process(
         &self,
         packet: &[u8],
@@ -206,61 +215,47 @@ impl SphinxNode {
                 expected: PACKET_SIZE,
             });
         }
-        let sphinx = SphinxPacket::from_bytes(packet).map_err(|e| Error::Sphinx(e.to_string()))?;
-        let secret = sphinx.header.compute_expanded_shared_secret(&self.secret);
-        sphinx
-            .header
-            .ensure_header_integrity(&secret)
-            .map_err(|_| Error::BadMac)?;
-        if seen(secret.replay_tag()) {
-            return Err(Error::Replay);
-        }
-        let processed = sphinx
-            .process_with_expanded_secret(&secret)
-            .map_err(|e| Error::Sphinx(e.to_string()))?;
-        if processed.version != CURRENT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                got: processed.version.value(),
+        let Some(key) = &self.key else {
+            return Err(Error::Invalid {
+                field: "sphinx secret",
+                reason: "refused by the X25519 backend".to_string(),
             });
-        }
-        match processed.data {
-            ProcessedPacketData::ForwardHop {
-                next_hop_packet,
-                next_hop_address,
-                delay,
-            } => {
-                let delay = delay.to_duration();
-                let cap = self.max_delay();
-                if delay > cap {
-                    return Err(Error::DelayTooLong {
-                        requested: delay,
-                        cap,
-                    });
-                }
-                // `SphinxPacket::to_bytes` collects byte by byte through an iterator chain;
-                // two slice copies do the same work several times faster.
-                let mut bytes = Vec::with_capacity(PACKET_SIZE);
-                bytes.extend_from_slice(&next_hop_packet.header.to_bytes());
-                bytes.extend_from_slice(next_hop_packet.payload.as_bytes());
-                Ok(Processed::Forward {
-                    next: NodeId::from_bytes(next_hop_address.to_bytes()),
-                    delay,
-                    packet: Packet::from_vec(bytes)?,
-                })
-            }
-            ProcessedPacketData::FinalHop {
+        };
+        let max_delay_ns = self.max_delay_ns.load(Ordering::Relaxed);
+        match key.peel(packet, max_delay_ns, seen)? {
+            Peeled::Forward {
+                next,
+                delay_ns,
+                packet,
+            } => Ok(Processed::Forward {
+                next: NodeId::from_bytes(next),
+                delay: Duration::from_nanos(delay_ns),
+                packet: Packet::from_vec(packet)?,
+            }),
+            Peeled::Final {
                 destination,
                 payload,
                 ..
-            } => {
-                let message = payload.recover_plaintext().map_err(|_| Error::BadPayload)?;
-                Ok(Processed::Deliver {
-                    destination: ClientId::from_bytes(destination.as_bytes()),
-                    message,
-                })
-            }
+            } => Ok(Processed::Deliver {
+                destination: ClientId::from_bytes(destination),
+                message: recover_plaintext(&payload)?,
+            }),
         }
     }
+}
+
+/// The message inside a fully decrypted payload: 16 zero bytes, the message, a 1 byte, zeros.
+fn recover_plaintext(payload: &[u8]) -> Result<Vec<u8>, Error> {
+    let Some((zeros, rest)) = payload.split_at_checked(16) else {
+        return Err(Error::BadPayload);
+    };
+    if zeros.iter().any(|b| *b != 0) {
+        return Err(Error::BadPayload);
+    }
+    let Some(end) = rest.iter().rposition(|b| *b == 1) else {
+        return Err(Error::BadPayload);
+    };
+    Ok(rest[..end].to_vec())
 }
 
 fn duration_nanos(d: Duration) -> u64 {
