@@ -1,7 +1,6 @@
-//! Lethe's packet type. Relays peel packets with Lethe's own Sphinx backend
-//! ([`crate::sphinx`], aws-lc-rs X25519); senders still build them with `sphinx-packet`
-//! 0.8.0, whose wire format the backend follows byte for byte. Both stay behind this module
-//! so neither leaks into the relays.
+//! Lethe's packet type, over Lethe's own Sphinx backend ([`crate::sphinx`], aws-lc-rs
+//! X25519), which follows `sphinx-packet` 0.8.0's wire format byte for byte (its tests keep
+//! `sphinx-packet` as the reference). The backend stays behind this module.
 //!
 //! Every packet on the wire is exactly [`PACKET_SIZE`] bytes. A route is at most
 //! [`MAX_ROUTE_LEN`] hops; in the deployed network it is always five: entry gateway, one mix
@@ -11,27 +10,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::{CryptoRng, Rng};
-use sphinx_packet::SphinxPacketBuilder;
 use sphinx_packet::crypto::{PrivateKey, PublicKey};
-use sphinx_packet::header::delays::Delay;
-use sphinx_packet::route::{Destination, DestinationAddressBytes, Node, NodeAddressBytes};
 use zeroize::Zeroize;
 
-use crate::sphinx::{HopKey, Peeled};
+use crate::sphinx::{self, HopKey, Peeled, RouteHop};
 use crate::{ClientId, Error, Key32, NodeId};
 
 /// Size of a Sphinx header (always sized for five hops).
-pub const HEADER_SIZE: usize = sphinx_packet::header::HEADER_SIZE;
+pub const HEADER_SIZE: usize = sphinx::HEADER_LEN;
 /// Size of the encrypted payload, padding overhead included.
 pub const PAYLOAD_SIZE: usize = 2048;
 /// Bytes the payload encoding needs for itself (zero prefix and padding marker).
-pub const PAYLOAD_OVERHEAD: usize = sphinx_packet::payload::PAYLOAD_OVERHEAD_SIZE;
+pub const PAYLOAD_OVERHEAD: usize = sphinx::PAYLOAD_OVERHEAD;
 /// The exact size of every packet on a link.
 pub const PACKET_SIZE: usize = HEADER_SIZE + PAYLOAD_SIZE;
 /// The longest message one packet carries.
 pub const MAX_MESSAGE_LEN: usize = PAYLOAD_SIZE - PAYLOAD_OVERHEAD;
 /// The most hops a route may have.
-pub const MAX_ROUTE_LEN: usize = sphinx_packet::constants::MAX_PATH_LENGTH;
+pub const MAX_ROUTE_LEN: usize = sphinx::MAX_HOPS;
 
 /// One hop of a route as the sender needs it: who, and its Sphinx public key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,8 +82,8 @@ pub fn sample_delay<R: Rng + ?Sized>(rng: &mut R, mean: Duration, cap: Duration)
 }
 
 /// Build a forward packet carrying `message` along `route` to `destination`, with the given
-/// per-hop delays (the last hop's delay is not used: it delivers). The packet's secret comes
-/// from `rng`; the backend still draws a few padding bytes from its own thread rng.
+/// per-hop delays (the last hop's delay is not used: it delivers). Every random byte comes
+/// from `rng`: a seeded rng gives the same packet.
 pub fn build_packet<R: Rng + CryptoRng + ?Sized>(
     rng: &mut R,
     route: &[HopSpec],
@@ -113,32 +109,24 @@ pub fn build_packet<R: Rng + CryptoRng + ?Sized>(
             max: MAX_MESSAGE_LEN,
         });
     }
-    let nodes: Vec<Node> = route
+    let hops: Vec<RouteHop> = route
         .iter()
-        .map(|h| {
-            Node::new(
-                NodeAddressBytes::from_bytes(*h.id.as_bytes()),
-                PublicKey::from(*h.sphinx_key.as_bytes()),
-            )
+        .zip(delays)
+        .map(|(h, d)| RouteHop {
+            address: *h.id.as_bytes(),
+            public_key: *h.sphinx_key.as_bytes(),
+            delay_ns: duration_nanos(*d),
         })
         .collect();
-    let delays: Vec<Delay> = delays
-        .iter()
-        .map(|d| Delay::new_from_nanos(duration_nanos(*d)))
-        .collect();
-    let dest = Destination::new(
-        DestinationAddressBytes::from_bytes(*destination.as_bytes()),
-        [0u8; 16],
-    );
-    let mut seed = [0u8; 32];
-    rng.fill_bytes(&mut seed);
-    let initial = PrivateKey::from(seed);
-    let packet = SphinxPacketBuilder::new()
-        .with_payload_size(PAYLOAD_SIZE)
-        .with_initial_secret(&initial)
-        .build_packet(message, &nodes, &dest, &delays)
-        .map_err(|e| Error::Sphinx(e.to_string()))?;
-    Packet::from_vec(packet.to_bytes())
+    let bytes = sphinx::build(
+        rng,
+        &hops,
+        destination.as_bytes(),
+        &[0u8; 16],
+        message,
+        PAYLOAD_SIZE,
+    )?;
+    Packet::from_vec(bytes)
 }
 
 /// What one hop made of a packet.
@@ -340,10 +328,7 @@ mod tests {
     }
 
     #[test]
-    fn the_injected_rng_chooses_the_packet_keys() {
-        // sphinx-packet 0.8 draws the destination padding from its own thread rng, so whole
-        // packets are not reproducible from a seed; the per-packet key (the group element in
-        // the first 32 bytes, from which every hop secret derives) is.
+    fn the_injected_rng_chooses_the_whole_packet() {
         let mut rng = StdRng::seed_from_u64(3);
         let ns = nodes(&mut rng, 2);
         let d = [Duration::ZERO; 2];
@@ -351,7 +336,7 @@ mod tests {
         let a = build_packet(&mut StdRng::seed_from_u64(9), &route(&ns), dest, &d, b"x").unwrap();
         let b = build_packet(&mut StdRng::seed_from_u64(9), &route(&ns), dest, &d, b"x").unwrap();
         let c = build_packet(&mut StdRng::seed_from_u64(10), &route(&ns), dest, &d, b"x").unwrap();
-        assert_eq!(a.as_bytes()[..32], b.as_bytes()[..32]);
+        assert_eq!(a, b);
         assert_ne!(a.as_bytes()[..32], c.as_bytes()[..32]);
     }
 
