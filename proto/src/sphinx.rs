@@ -537,6 +537,12 @@ mod tests {
         assert_eq!(PAYLOAD_INFO, constants::PAYLOAD_KEY_HKDF_INFO);
         assert_eq!(PAYLOAD_KEY_LEN, constants::PAYLOAD_KEY_SIZE);
         assert_eq!(EXPANDED_LEN, constants::EXPANDED_SHARED_SECRET_LENGTH);
+        assert_eq!(MAX_HOPS, constants::MAX_PATH_LENGTH);
+        assert_eq!(
+            PAYLOAD_OVERHEAD,
+            sphinx_packet::payload::PAYLOAD_OVERHEAD_SIZE
+        );
+        assert_eq!(BETA_LEN + SLOT, constants::STREAM_CIPHER_OUTPUT_LENGTH);
         assert_eq!(VERSION, sphinx_packet::version::CURRENT_VERSION.value());
     }
 
