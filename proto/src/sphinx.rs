@@ -88,8 +88,8 @@ const PAYLOAD_KEY_LEN: usize = 192;
 type PayloadCipher = Lioness<ChaCha20, Blake2bMac<U32>>;
 type Aes128Ctr = ctr::Ctr64BE<aes::Aes128>;
 
-/// What one hop made of a packet, before Lethe's own interpretation.
-#[derive(Debug)]
+/// What one hop made of a packet, before Lethe's own interpretation. `Debug` shows no
+/// contents.
 pub enum Peeled {
     /// Send `packet` (header and payload, as long as the input) to `next` after `delay_ns`.
     Forward {
@@ -103,6 +103,15 @@ pub enum Peeled {
         identifier: [u8; 16],
         payload: Vec<u8>,
     },
+}
+
+impl std::fmt::Debug for Peeled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peeled::Forward { packet, .. } => write!(f, "Forward({} bytes)", packet.len()),
+            Peeled::Final { payload, .. } => write!(f, "Final({} bytes)", payload.len()),
+        }
+    }
 }
 
 /// A relay's X25519 key, held by aws-lc (which wipes it when freed).
@@ -139,7 +148,7 @@ impl HopKey {
         ) else {
             return Err(Error::WrongPacketSize {
                 got: packet.len(),
-                expected: HEADER_LEN,
+                expected: HEADER_LEN + 33,
             });
         };
         // Lioness needs more than one 32-byte half block.
@@ -153,11 +162,7 @@ impl HopKey {
         let shared = Zeroizing::new(x25519(&self.key, alpha)?);
         let keys = expand(&shared[..])?;
 
-        let mut mac =
-            <Hmac<Sha256> as KeyInit>::new_from_slice(&keys[MAC_KEY]).map_err(|_| Error::BadMac)?;
-        mac.update(beta);
-        let tag = mac.finalize().into_bytes();
-        if verify_slices_are_equal(&tag[..MAC_LEN], gamma).is_err() {
+        if verify_slices_are_equal(&header_mac(&keys, beta)?, gamma).is_err() {
             return Err(Error::BadMac);
         }
 
