@@ -52,6 +52,10 @@ pub struct HopReport {
     pub ours_over_floor: f64,
     pub sphinx_packet_over_floor: f64,
     pub threads: Vec<ThreadPoint>,
+    /// Building one 5-hop packet (sender side), us: ours (`build_packet`) and sphinx-packet's
+    /// builder, medians of alternating batches.
+    pub create5_ours_us: f64,
+    pub create5_sphinx_packet_us: f64,
 }
 
 /// Throughput of our hop on `threads` threads.
@@ -237,6 +241,68 @@ fn warm_filter() -> anyhow::Result<ReplayFilter> {
     Ok(filter)
 }
 
+/// us to build one 5-hop packet, ours and sphinx-packet's, over `n` packets in alternating
+/// batches of 20.
+fn creation(n: usize) -> anyhow::Result<(f64, f64)> {
+    use sphinx_packet::header::delays::Delay;
+    use sphinx_packet::route::{Destination, DestinationAddressBytes, Node, NodeAddressBytes};
+    let route: Vec<HopSpec> = (0..5u8)
+        .map(|i| HopSpec {
+            id: NodeId::from_bytes([i + 1; 32]),
+            sphinx_key: sphinx_public_key(&[i + 11; 32]),
+        })
+        .collect();
+    let nodes: Vec<Node> = route
+        .iter()
+        .map(|h| {
+            Node::new(
+                NodeAddressBytes::from_bytes(*h.id.as_bytes()),
+                PublicKey::from(*h.sphinx_key.as_bytes()),
+            )
+        })
+        .collect();
+    let delays = [Duration::from_millis(1); 5];
+    let sp_delays = [Delay::new_from_millis(1); 5];
+    let dest = Destination::new(DestinationAddressBytes::from_bytes([4; 32]), [0; 16]);
+    let mut rng = StdRng::seed_from_u64(5);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut failed = false;
+    for _ in 0..n.div_ceil(20) {
+        ours.push(
+            time_total(|| {
+                for _ in 0..20 {
+                    let p = build_packet(
+                        &mut rng,
+                        &route,
+                        ClientId::from_bytes([4; 32]),
+                        &delays,
+                        b"bench",
+                    );
+                    failed |= p.is_err();
+                    std::hint::black_box(p.ok());
+                }
+            }) / 20e3,
+        );
+        theirs.push(
+            time_total(|| {
+                for _ in 0..20 {
+                    let mut seed = [0u8; 32];
+                    rng.fill_bytes(&mut seed);
+                    let secret = PrivateKey::from(seed);
+                    let p = sphinx_packet::SphinxPacketBuilder::new()
+                        .with_payload_size(lethe_proto::packet::PAYLOAD_SIZE)
+                        .with_initial_secret(&secret)
+                        .build_packet(b"bench", &nodes, &dest, &sp_delays);
+                    failed |= p.is_err();
+                    std::hint::black_box(p.ok());
+                }
+            }) / 20e3,
+        );
+    }
+    anyhow::ensure!(!failed, "building a packet failed");
+    Ok((median(&ours), median(&theirs)))
+}
+
 fn threaded(fx: &Fixture, threads: usize) -> anyhow::Result<f64> {
     let node = Arc::new(SphinxNode::new(fx.secret, Duration::from_secs(10)));
     let filter = Arc::new(Mutex::new(warm_filter()?));
@@ -300,6 +366,8 @@ pub fn run(
         progress.inc(1);
     }
     let (ours_ns, sp_ns, floor_ns) = (median(&o), median(&s), median(&f));
+    progress.set_message("creation");
+    let (create5_ours_us, create5_sphinx_packet_us) = creation(200)?;
     progress.set_message("threads");
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -331,6 +399,8 @@ pub fn run(
         ours_over_floor: ratio(ours_ns, floor_ns),
         sphinx_packet_over_floor: ratio(sp_ns, floor_ns),
         threads,
+        create5_ours_us,
+        create5_sphinx_packet_us,
     })
 }
 
@@ -353,6 +423,7 @@ mod tests {
         );
         assert!(r.ours_over_sphinx_packet > 0.0);
         assert!(r.ours_over_sphinx_packet_paired > 0.0);
+        assert!(r.create5_ours_us > 0.0 && r.create5_sphinx_packet_us > 0.0);
         assert!(r.threads.len() >= 2);
         assert_eq!(r.threads[0].threads, 1);
         assert_eq!(r.threads[0].speedup, 1.0);

@@ -155,6 +155,12 @@ fn main() -> anyhow::Result<()> {
                 "ours / sphinx-packet = {:.3} (target <= 0.6); median of paired 50-packet chunks: {:.3}",
                 r.ours_over_sphinx_packet, r.ours_over_sphinx_packet_paired
             );
+            println!(
+                "building a 5-hop packet: ours {:.0} us, sphinx-packet {:.0} us ({:.2}x)",
+                r.create5_ours_us,
+                r.create5_sphinx_packet_us,
+                crate::stats::ratio(r.create5_ours_us, r.create5_sphinx_packet_us)
+            );
             let rows: Vec<Vec<String>> = r
                 .threads
                 .iter()
