@@ -19,7 +19,11 @@ pub enum Error {
     #[error("packet was seen before (replay)")]
     Replay,
     #[error("sphinx packet version {got} is not supported")]
-    UnsupportedVersion { got: u16 },
+    UnsupportedVersion { got: u32 },
+    #[error("sphinx group element is of low order (all-zero shared secret)")]
+    LowOrderPoint,
+    #[error("unknown sphinx routing flag {got}")]
+    BadRoutingFlag { got: u8 },
     #[error("requested delay {requested:?} exceeds the cap of {cap:?}")]
     DelayTooLong { requested: Duration, cap: Duration },
     #[error("final payload is malformed (tampered on the way?)")]

@@ -12,6 +12,7 @@ pub mod mixloop;
 pub mod packet;
 pub mod queue;
 pub mod replay;
+pub mod sphinx;
 pub mod time;
 pub mod topology;
 

@@ -1,5 +1,6 @@
-//! Lethe's packet type, over the `sphinx-packet` backend (kept behind this module so the
-//! backend can be replaced without touching the relays).
+//! Lethe's packet type, over Lethe's own Sphinx backend ([`crate::sphinx`], aws-lc-rs
+//! X25519), which follows `sphinx-packet` 0.8.0's wire format byte for byte (its tests keep
+//! `sphinx-packet` as the reference). The backend stays behind this module.
 //!
 //! Every packet on the wire is exactly [`PACKET_SIZE`] bytes. A route is at most
 //! [`MAX_ROUTE_LEN`] hops; in the deployed network it is always five: entry gateway, one mix
@@ -10,26 +11,24 @@ use std::time::Duration;
 
 use rand::{CryptoRng, Rng};
 use sphinx_packet::crypto::{PrivateKey, PublicKey};
-use sphinx_packet::header::delays::Delay;
-use sphinx_packet::route::{Destination, DestinationAddressBytes, Node, NodeAddressBytes};
-use sphinx_packet::version::CURRENT_VERSION;
-use sphinx_packet::{ProcessedPacketData, SphinxPacket, SphinxPacketBuilder};
+use zeroize::Zeroize;
 
+use crate::sphinx::{self, HopKey, Peeled, RouteHop};
 use crate::surb::SurbId;
 use crate::{ClientId, Error, Key32, NodeId};
 
 /// Size of a Sphinx header (always sized for five hops).
-pub const HEADER_SIZE: usize = sphinx_packet::header::HEADER_SIZE;
+pub const HEADER_SIZE: usize = sphinx::HEADER_LEN;
 /// Size of the encrypted payload, padding overhead included.
 pub const PAYLOAD_SIZE: usize = 2048;
 /// Bytes the payload encoding needs for itself (zero prefix and padding marker).
-pub const PAYLOAD_OVERHEAD: usize = sphinx_packet::payload::PAYLOAD_OVERHEAD_SIZE;
+pub const PAYLOAD_OVERHEAD: usize = sphinx::PAYLOAD_OVERHEAD;
 /// The exact size of every packet on a link.
 pub const PACKET_SIZE: usize = HEADER_SIZE + PAYLOAD_SIZE;
 /// The longest message one packet carries.
 pub const MAX_MESSAGE_LEN: usize = PAYLOAD_SIZE - PAYLOAD_OVERHEAD;
 /// The most hops a route may have.
-pub const MAX_ROUTE_LEN: usize = sphinx_packet::constants::MAX_PATH_LENGTH;
+pub const MAX_ROUTE_LEN: usize = sphinx::MAX_HOPS;
 
 /// One hop of a route as the sender needs it: who, and its Sphinx public key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,8 +83,8 @@ pub fn sample_delay<R: Rng + ?Sized>(rng: &mut R, mean: Duration, cap: Duration)
 }
 
 /// Build a forward packet carrying `message` along `route` to `destination`, with the given
-/// per-hop delays (the last hop's delay is not used: it delivers). The packet's secret comes
-/// from `rng`; the backend still draws a few padding bytes from its own thread rng.
+/// per-hop delays (the last hop's delay is not used: it delivers). Every random byte comes
+/// from `rng`: a seeded rng gives the same packet.
 pub fn build_packet<R: Rng + CryptoRng + ?Sized>(
     rng: &mut R,
     route: &[HopSpec],
@@ -111,32 +110,24 @@ pub fn build_packet<R: Rng + CryptoRng + ?Sized>(
             max: MAX_MESSAGE_LEN,
         });
     }
-    let nodes: Vec<Node> = route
+    let hops: Vec<RouteHop> = route
         .iter()
-        .map(|h| {
-            Node::new(
-                NodeAddressBytes::from_bytes(*h.id.as_bytes()),
-                PublicKey::from(*h.sphinx_key.as_bytes()),
-            )
+        .zip(delays)
+        .map(|(h, d)| RouteHop {
+            address: *h.id.as_bytes(),
+            public_key: *h.sphinx_key.as_bytes(),
+            delay_ns: duration_nanos(*d),
         })
         .collect();
-    let delays: Vec<Delay> = delays
-        .iter()
-        .map(|d| Delay::new_from_nanos(duration_nanos(*d)))
-        .collect();
-    let dest = Destination::new(
-        DestinationAddressBytes::from_bytes(*destination.as_bytes()),
-        [0u8; 16],
-    );
-    let mut seed = [0u8; 32];
-    rng.fill_bytes(&mut seed);
-    let initial = PrivateKey::from(seed);
-    let packet = SphinxPacketBuilder::new()
-        .with_payload_size(PAYLOAD_SIZE)
-        .with_initial_secret(&initial)
-        .build_packet(message, &nodes, &dest, &delays)
-        .map_err(|e| Error::Sphinx(e.to_string()))?;
-    Packet::from_vec(packet.to_bytes())
+    let bytes = sphinx::build(
+        rng,
+        &hops,
+        destination.as_bytes(),
+        &[0u8; 16],
+        message,
+        PAYLOAD_SIZE,
+    )?;
+    Packet::from_vec(bytes)
 }
 
 /// What one hop made of a packet.
@@ -164,9 +155,12 @@ pub enum Processed {
     },
 }
 
-/// A relay's Sphinx key and its processing rules.
+/// A relay's Sphinx key and its processing rules. Peeling runs on Lethe's own backend
+/// ([`crate::sphinx`]), wire-compatible with `sphinx-packet`.
 pub struct SphinxNode {
-    secret: PrivateKey,
+    /// `None` only if aws-lc refused the secret (it takes any 32 bytes); then every packet is
+    /// dropped with [`Error::Invalid`].
+    key: Option<HopKey>,
     public: Key32,
     /// The delay cap in nanoseconds; atomic so a driver can follow the directory's value
     /// while worker threads share the node.
@@ -177,10 +171,12 @@ impl SphinxNode {
     /// A node with the given X25519 secret; packets asking for more than `max_delay` are
     /// refused.
     pub fn new(secret: [u8; 32], max_delay: Duration) -> Self {
-        let secret = PrivateKey::from(secret);
-        let public = Key32(PublicKey::from(&secret).to_bytes());
+        let mut secret = secret;
+        let key = HopKey::new(&secret).ok();
+        let public = sphinx_public_key(&secret);
+        secret.zeroize();
         SphinxNode {
-            secret,
+            key,
             public,
             max_delay_ns: AtomicU64::new(duration_nanos(max_delay)),
         }
@@ -204,7 +200,8 @@ impl SphinxNode {
 
     /// Peel one layer. `seen` is called with the packet's replay tag once the header's MAC
     /// has been checked, and must return `true` if the tag was seen before (then the packet
-    /// is dropped as a replay). Cost: one X25519 for the shared secret and one for blinding.
+    /// is dropped as a replay). Cost: one X25519 for the shared secret and, for a forward
+    /// hop, one for blinding.
     pub fn process(
         &self,
         packet: &[u8],
@@ -216,69 +213,57 @@ impl SphinxNode {
                 expected: PACKET_SIZE,
             });
         }
-        let sphinx = SphinxPacket::from_bytes(packet).map_err(|e| Error::Sphinx(e.to_string()))?;
-        let secret = sphinx.header.compute_expanded_shared_secret(&self.secret);
-        sphinx
-            .header
-            .ensure_header_integrity(&secret)
-            .map_err(|_| Error::BadMac)?;
-        if seen(secret.replay_tag()) {
-            return Err(Error::Replay);
-        }
-        let processed = sphinx
-            .process_with_expanded_secret(&secret)
-            .map_err(|e| Error::Sphinx(e.to_string()))?;
-        if processed.version != CURRENT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                got: processed.version.value(),
+        let Some(key) = &self.key else {
+            return Err(Error::Invalid {
+                field: "sphinx secret",
+                reason: "refused by the X25519 backend".to_string(),
             });
-        }
-        match processed.data {
-            ProcessedPacketData::ForwardHop {
-                next_hop_packet,
-                next_hop_address,
-                delay,
-            } => {
-                let delay = delay.to_duration();
-                let cap = self.max_delay();
-                if delay > cap {
-                    return Err(Error::DelayTooLong {
-                        requested: delay,
-                        cap,
-                    });
-                }
-                // `SphinxPacket::to_bytes` collects byte by byte through an iterator chain;
-                // two slice copies do the same work several times faster.
-                let mut bytes = Vec::with_capacity(PACKET_SIZE);
-                bytes.extend_from_slice(&next_hop_packet.header.to_bytes());
-                bytes.extend_from_slice(next_hop_packet.payload.as_bytes());
-                Ok(Processed::Forward {
-                    next: NodeId::from_bytes(next_hop_address.to_bytes()),
-                    delay,
-                    packet: Packet::from_vec(bytes)?,
-                })
-            }
-            ProcessedPacketData::FinalHop {
+        };
+        let max_delay_ns = self.max_delay_ns.load(Ordering::Relaxed);
+        match key.peel(packet, max_delay_ns, seen)? {
+            Peeled::Forward {
+                next,
+                delay_ns,
+                packet,
+            } => Ok(Processed::Forward {
+                next: NodeId::from_bytes(next),
+                delay: Duration::from_nanos(delay_ns),
+                packet: Packet::from_vec(packet)?,
+            }),
+            Peeled::Final {
                 destination,
                 identifier,
                 payload,
             } => {
-                let destination = ClientId::from_bytes(destination.as_bytes());
+                let destination = ClientId::from_bytes(destination);
                 if let Some(surb_id) = SurbId::from_bytes(identifier) {
                     return Ok(Processed::Reply {
                         destination,
                         surb_id,
-                        sealed: payload.into_bytes(),
+                        sealed: payload,
                     });
                 }
-                let message = payload.recover_plaintext().map_err(|_| Error::BadPayload)?;
                 Ok(Processed::Deliver {
                     destination,
-                    message,
+                    message: recover_plaintext(&payload)?,
                 })
             }
         }
     }
+}
+
+/// The message inside a fully decrypted payload: 16 zero bytes, the message, a 1 byte, zeros.
+fn recover_plaintext(payload: &[u8]) -> Result<Vec<u8>, Error> {
+    let Some((zeros, rest)) = payload.split_at_checked(16) else {
+        return Err(Error::BadPayload);
+    };
+    if zeros.iter().any(|b| *b != 0) {
+        return Err(Error::BadPayload);
+    }
+    let Some(end) = rest.iter().rposition(|b| *b == 1) else {
+        return Err(Error::BadPayload);
+    };
+    Ok(rest[..end].to_vec())
 }
 
 fn duration_nanos(d: Duration) -> u64 {
@@ -364,10 +349,7 @@ mod tests {
     }
 
     #[test]
-    fn the_injected_rng_chooses_the_packet_keys() {
-        // sphinx-packet 0.8 draws the destination padding from its own thread rng, so whole
-        // packets are not reproducible from a seed; the per-packet key (the group element in
-        // the first 32 bytes, from which every hop secret derives) is.
+    fn the_injected_rng_chooses_the_whole_packet() {
         let mut rng = StdRng::seed_from_u64(3);
         let ns = nodes(&mut rng, 2);
         let d = [Duration::ZERO; 2];
@@ -375,7 +357,7 @@ mod tests {
         let a = build_packet(&mut StdRng::seed_from_u64(9), &route(&ns), dest, &d, b"x").unwrap();
         let b = build_packet(&mut StdRng::seed_from_u64(9), &route(&ns), dest, &d, b"x").unwrap();
         let c = build_packet(&mut StdRng::seed_from_u64(10), &route(&ns), dest, &d, b"x").unwrap();
-        assert_eq!(a.as_bytes()[..32], b.as_bytes()[..32]);
+        assert_eq!(a, b);
         assert_ne!(a.as_bytes()[..32], c.as_bytes()[..32]);
     }
 
