@@ -22,7 +22,8 @@
 #   LETHE_EPOCH_SECS    epoch length: Sphinx keys rotate every epoch (default 3600)
 #   LETHE_COVER_PAYLOAD_MS, LETHE_COVER_LOOP_MS, LETHE_COVER_DROP_MS
 #                       mean ms between a client's payload, loop and drop sends (defaults
-#                       20, 200, 200; 0 turns a stream off)
+#                       5, 200, 200: a faster payload stream than the network default of
+#                       20 ms, so local SOCKS downloads are quick; 0 turns a stream off)
 #   LETHE_NODE_ARGS     extra arguments for every relay's `lethe-node run` (tests use
 #                       --unsafe-logging to see everything a relay could log)
 set -euo pipefail
@@ -32,7 +33,7 @@ PREFIX=${LETHE_PREFIX:-127.0.0}
 MEAN=${LETHE_MEAN_DELAY_MS:-20}
 MAX=${LETHE_MAX_DELAY_MS:-1000}
 EPOCH=${LETHE_EPOCH_SECS:-3600}
-COVER_PAYLOAD=${LETHE_COVER_PAYLOAD_MS:-20}
+COVER_PAYLOAD=${LETHE_COVER_PAYLOAD_MS:-5}
 COVER_LOOP=${LETHE_COVER_LOOP_MS:-200}
 COVER_DROP=${LETHE_COVER_DROP_MS:-200}
 AUTHS=(10 13 14)

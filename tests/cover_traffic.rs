@@ -223,7 +223,11 @@ async fn the_link_looks_the_same_idle_and_busy() {
     while received.load(Ordering::Relaxed) < 50 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(received.load(Ordering::Relaxed), 50, "bob got every message");
+    assert_eq!(
+        received.load(Ordering::Relaxed),
+        50,
+        "bob got every message"
+    );
     let final_counts = cover.stop().await;
     let sent_real = offered.load(Ordering::Relaxed);
 

@@ -353,12 +353,20 @@ impl Client {
     /// [`Client::send`] queues real packets for payload slots instead of writing them at once.
     /// Fails if the network publishes no cover (all rates zero) or cover already runs.
     pub fn start_cover(self: &Arc<Self>) -> Result<Cover, ClientError> {
-        self.start_cover_with(self.topology().client_rates())
+        self.start_cover_inner(self.topology().client_rates(), true)
     }
 
     /// Like [`Client::start_cover`], with rates chosen by the caller (tests and benchmarks;
     /// a client that uses other rates than the network's stands out).
     pub fn start_cover_with(self: &Arc<Self>, rates: ClientRates) -> Result<Cover, ClientError> {
+        self.start_cover_inner(rates, false)
+    }
+
+    fn start_cover_inner(
+        self: &Arc<Self>,
+        rates: ClientRates,
+        follow: bool,
+    ) -> Result<Cover, ClientError> {
         if rates.payload <= 0.0 && rates.loop_ <= 0.0 && rates.drop <= 0.0 {
             return Err(ClientError::NoCover);
         }
@@ -387,7 +395,18 @@ impl Client {
         );
         let task = std::thread::Builder::new()
             .name("cover".into())
-            .spawn(move || drive(handle, weak, schedule, (drops, loops), rx, stop2, shared2))
+            .spawn(move || {
+                let follow = follow.then_some(rates);
+                drive(
+                    handle,
+                    weak,
+                    (schedule, follow),
+                    (drops, loops),
+                    rx,
+                    stop2,
+                    shared2,
+                )
+            })
             .map_err(|_| ClientError::Closed)?;
         Ok(Cover {
             stop,
@@ -412,7 +431,7 @@ const MAX_SLEEP: Duration = Duration::from_millis(50);
 fn drive(
     handle: tokio::runtime::Handle,
     client: Weak<Client>,
-    mut schedule: ClientSchedule,
+    (mut schedule, mut follow): (ClientSchedule, Option<ClientRates>),
     (mut drops, mut loops): (mpsc::Receiver<Built>, Option<mpsc::Receiver<Built>>),
     mut real: mpsc::Receiver<Packet>,
     stop: Arc<AtomicBool>,
@@ -441,6 +460,17 @@ fn drive(
                 return Ok(());
             };
             c.loops.expire(Instant::now());
+            // Follow the rates the directory publishes, so as to stay like every client.
+            if let Some(current) = follow {
+                let published = c.topology().client_rates();
+                if published != current
+                    && let Ok(mut fresh) = ClientSchedule::new(published)
+                {
+                    fresh.start(now(), &mut rng);
+                    schedule = fresh;
+                    follow = Some(published);
+                }
+            }
             drop(c);
             let Some(due) = schedule.poll_timeout() else {
                 std::thread::sleep(MAX_SLEEP);

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lethe_net::directory::DirectoryClient;
@@ -195,7 +196,18 @@ pub struct Client {
     real_jobs: std::sync::OnceLock<mpsc::Sender<cover::BuildJob>>,
     loops: Arc<cover::LoopTracker>,
     replies: Mutex<mpsc::Receiver<Reply>>,
+    receive_drops: Arc<ReceiveDrops>,
     link: LinkRuntime,
+}
+
+/// Messages and replies dropped on arrival because the application had not taken the 4096
+/// already waiting.
+#[derive(Debug, Default)]
+pub struct ReceiveDrops {
+    /// Messages dropped.
+    pub messages: AtomicU64,
+    /// SURB replies dropped.
+    pub replies: AtomicU64,
 }
 
 /// A single-threaded runtime on a thread of its own that drives the QUIC link to the
@@ -299,8 +311,14 @@ impl Client {
             .map_err(|_| ClientError::Closed)??;
         let (tx, rx) = mpsc::channel(4096);
         let (reply_tx, reply_rx) = mpsc::channel(4096);
-        link.handle
-            .spawn(receive_loop(conn.clone(), tx, reply_tx, loops.clone()));
+        let receive_drops = Arc::new(ReceiveDrops::default());
+        link.handle.spawn(receive_loop(
+            conn.clone(),
+            tx,
+            reply_tx,
+            loops.clone(),
+            receive_drops.clone(),
+        ));
         let topology = Arc::new(std::sync::RwLock::new(topology));
         let refresher = tokio::spawn(refresh_topology(directory.clone(), topology.clone()));
         Ok(Client {
@@ -319,8 +337,14 @@ impl Client {
             cover_queue: std::sync::OnceLock::new(),
             real_jobs: std::sync::OnceLock::new(),
             loops,
+            receive_drops,
             replies: Mutex::new(reply_rx),
         })
+    }
+
+    /// What arrived but was dropped because the application did not keep up.
+    pub fn receive_drops(&self) -> &ReceiveDrops {
+        &self.receive_drops
     }
 
     /// This client's address.
@@ -485,11 +509,13 @@ async fn receive_loop(
     tx: mpsc::Sender<Vec<u8>>,
     replies: mpsc::Sender<Reply>,
     loops: Arc<cover::LoopTracker>,
+    drops: Arc<ReceiveDrops>,
 ) {
     while let Ok(mut recv) = conn.accept_uni().await {
         let tx = tx.clone();
         let replies = replies.clone();
         let loops = loops.clone();
+        let drops = drops.clone();
         tokio::spawn(async move {
             let mut body = Vec::new();
             loop {
@@ -498,8 +524,14 @@ async fn receive_loop(
                         if loops.returned(&body) {
                             continue;
                         }
-                        if tx.send(std::mem::take(&mut body)).await.is_err() {
-                            return;
+                        // Never wait here: one kind nobody reads (a flood of either, from
+                        // anyone who knows our address) must not stall the other.
+                        match tx.try_send(std::mem::take(&mut body)) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                drops.messages.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
                         }
                     }
                     Ok(ReadOutcome::Frame(FrameKind::Reply)) => {
@@ -513,8 +545,12 @@ async fn receive_loop(
                                 surb_id,
                                 sealed: sealed.to_vec(),
                             };
-                            if replies.send(r).await.is_err() {
-                                return;
+                            match replies.try_send(r) {
+                                Ok(()) => {}
+                                Err(mpsc::error::TrySendError::Full(_)) => {
+                                    drops.replies.fetch_add(1, Ordering::Relaxed);
+                                }
+                                Err(mpsc::error::TrySendError::Closed(_)) => return,
                             }
                         }
                     }

@@ -107,6 +107,12 @@ enum Cmd {
         /// The exit service's address (CLIENT@GATEWAY, from `lethe-node address`).
         #[arg(long)]
         exit: String,
+        /// Send no cover traffic (by default the proxy sends the payload, loop and drop
+        /// streams at the network's rates, and its streams' packets wait for payload slots,
+        /// so the gateway cannot tell browsing from idling; this bounds upload speed to the
+        /// payload rate).
+        #[arg(long)]
+        no_cover: bool,
     },
 }
 
@@ -171,15 +177,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .with_context(|| format!("creating {}", out_dir.display()))?;
             let client = Arc::new(Client::connect(&net.dir, net.options()).await?);
             client.subscribe().await?;
-            let cover = if no_cover {
-                None
-            } else {
-                match client.start_cover() {
-                    Ok(c) => Some(c),
-                    Err(lethe_client::ClientError::NoCover) => None,
-                    Err(e) => return Err(e.into()),
-                }
-            };
+            let cover = start_cover(&client, no_cover)?;
             let deadline = timeout.map(|s| Instant::now() + Duration::from_secs(s));
             let mut got = 0usize;
             while count.is_none_or(|c| got < c) {
@@ -213,9 +211,15 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 bail!("timed out after {got} of {c} messages");
             }
         }
-        Cmd::Socks { net, listen, exit } => {
+        Cmd::Socks {
+            net,
+            listen,
+            exit,
+            no_cover,
+        } => {
             let exit: ClientAddress = exit.parse().context("--exit")?;
             let client = std::sync::Arc::new(Client::connect(&net.dir, net.options()).await?);
+            let _cover = start_cover(&client, no_cover)?;
             let cfg = lethe_client::socks::SocksConfig::new(listen, exit);
             eprintln!("SOCKS5 proxy on {listen}");
             tokio::select! {
@@ -225,6 +229,26 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Start cover traffic unless `no_cover`; a network that publishes no rates gets a warning.
+fn start_cover(
+    client: &Arc<Client>,
+    no_cover: bool,
+) -> anyhow::Result<Option<lethe_client::Cover>> {
+    if no_cover {
+        return Ok(None);
+    }
+    match client.start_cover() {
+        Ok(c) => Ok(Some(c)),
+        Err(lethe_client::ClientError::NoCover) => {
+            tracing::warn!(
+                "the network publishes no cover traffic rates: this client's sending times are visible"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Write `msg` to the first free `message-NNNNNN` in `dir`.

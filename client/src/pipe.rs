@@ -209,7 +209,10 @@ impl Pipe {
             if let Some(t) = self.sender.poll_timeout() {
                 wake = wake.min(origin + t.since_origin());
             }
-            for t in [ack_due, done_at, transport.next_extra()]
+            // An ack waits for a way back: without one (no SURB held) its due time would
+            // wake this loop at once, again and again.
+            let ack_wake = ack_due.filter(|_| transport.ready());
+            for t in [ack_wake, done_at, transport.next_extra()]
                 .into_iter()
                 .flatten()
             {

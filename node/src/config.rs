@@ -295,7 +295,7 @@ impl Default for AuthoritySection {
 }
 
 /// The shortest mean gap between a client's cover sends the authority accepts.
-pub const MIN_COVER_MEAN_MS: u64 = 1;
+pub const MIN_COVER_MEAN_MS: u64 = 2;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> NodeError {
     NodeError::Config {
@@ -506,7 +506,8 @@ impl NodeConfig {
             ("authority.cover_loop_mean_ms", a.cover_loop_mean_ms),
             ("authority.cover_drop_mean_ms", a.cover_drop_mean_ms),
         ] {
-            // 1 ms is 1000 packets a second from every client: anything faster is a typo.
+            // Three streams at 2 ms are 1500 packets a second from every client, under the
+            // gateways' default per-client limit of 2000; anything faster is a typo.
             if ms != 0 && ms < MIN_COVER_MEAN_MS {
                 return Err(invalid(
                     field,
@@ -583,6 +584,7 @@ mod tests {
             ("bad-batch-round.toml", "mixing.batch_round_ms"),
             ("bad-cover-cap.toml", "cover.max_per_sec"),
             ("bad-cover-gateway.toml", "cover.loop_rate_per_sec"),
+            ("bad-cover-rate.toml", "authority.cover_payload_mean_ms"),
         ] {
             let err = NodeConfig::parse(&fixture(f)).expect_err(f).to_string();
             assert!(
