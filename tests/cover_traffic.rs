@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use lethe_proto::ClientRates;
 use lethe_tests::LocalNet;
 
 /// Idle and busy each last STRETCHES x STRETCH. At the test's 300 sends/s that is about
@@ -62,15 +63,27 @@ fn ks_statistic_has_known_values() {
     assert!((ks_critical(0.05, 100, 100) - 1.358 * (0.02f64).sqrt()).abs() < 1e-3);
 }
 
+/// Wait (at most 20 s, else fail) until `cond` holds.
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_link_looks_the_same_idle_and_busy() {
+    // The network publishes Nym-like rates, which every client of it (the local SOCKS proxy
+    // too) follows; alice runs the same three streams six times faster, to collect enough
+    // gaps in a short test.
     let net = LocalNet::start_with_env(
         "127.75.0",
         5,
         &[
-            ("LETHE_COVER_PAYLOAD_MS", "4"),
-            ("LETHE_COVER_LOOP_MS", "40"),
-            ("LETHE_COVER_DROP_MS", "40"),
+            ("LETHE_COVER_PAYLOAD_MS", "20"),
+            ("LETHE_COVER_LOOP_MS", "200"),
+            ("LETHE_COVER_DROP_MS", "200"),
         ],
     )
     .unwrap();
@@ -87,23 +100,15 @@ async fn the_link_looks_the_same_idle_and_busy() {
     bob.subscribe().await.unwrap();
     alice.subscribe().await.unwrap();
     let rates = alice.topology().client_rates();
-    assert_eq!(
-        (rates.payload, rates.loop_, rates.drop),
-        (250.0, 25.0, 25.0)
-    );
+    assert_eq!((rates.payload, rates.loop_, rates.drop), (50.0, 5.0, 5.0));
 
-    // Bob counts what arrives, all along.
-    let received = Arc::new(AtomicU64::new(0));
-    let reader = {
-        let (bob, received) = (bob.clone(), received.clone());
-        tokio::spawn(async move {
-            while bob.recv_timeout(Duration::from_secs(30)).await.is_some() {
-                received.fetch_add(1, Ordering::Relaxed);
-            }
+    let cover = alice
+        .start_cover_with(ClientRates {
+            payload: 250.0,
+            loop_: 25.0,
+            drop: 25.0,
         })
-    };
-
-    let cover = alice.start_cover().unwrap();
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Idle and busy stretches alternate, so that whatever else the machine does at the time
@@ -147,9 +152,7 @@ async fn the_link_looks_the_same_idle_and_busy() {
     for _ in 0..STRETCHES {
         // Idle: wait until the queue has drained, then measure.
         busy_now.store(false, Ordering::Relaxed);
-        while alice.queued() > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until("the queue drains", || alice.queued() == 0).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         let before = cover.counts();
         cover.clear_send_times();
@@ -159,9 +162,7 @@ async fn the_link_looks_the_same_idle_and_busy() {
         // Busy: the application sends as fast as the queue takes it; measure once it is
         // full.
         busy_now.store(true, Ordering::Relaxed);
-        while alice.queued() < 32 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until("the queue fills", || alice.queued() >= 32).await;
         let before = cover.counts();
         cover.clear_send_times();
         tokio::time::sleep(STRETCH).await;
@@ -220,14 +221,13 @@ async fn the_link_looks_the_same_idle_and_busy() {
             .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while received.load(Ordering::Relaxed) < 50 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut received = 0;
+    while received < 50 && Instant::now() < deadline {
+        if bob.recv_timeout(Duration::from_secs(1)).await.is_some() {
+            received += 1;
+        }
     }
-    assert_eq!(
-        received.load(Ordering::Relaxed),
-        50,
-        "bob got every message"
-    );
+    assert_eq!(received, 50, "bob got every message");
     let final_counts = cover.stop().await;
     let sent_real = offered.load(Ordering::Relaxed);
 
@@ -243,11 +243,12 @@ async fn the_link_looks_the_same_idle_and_busy() {
     );
     let dropped = net.metric("gateway-1", "lethe_drop_cover_total").await
         + net.metric("gateway-2", "lethe_drop_cover_total").await;
-    assert_eq!(
-        dropped as u64,
-        count(&final_counts, "drop") + count(&final_counts, "payload_cover") + sent_real,
-        "every drop cover packet (and every busy-phase packet) ends at a gateway"
+    // The local SOCKS proxy sends drop cover too, so the gateways count at least alice's.
+    let alice_drops =
+        count(&final_counts, "drop") + count(&final_counts, "payload_cover") + sent_real;
+    assert!(
+        dropped as u64 >= alice_drops,
+        "gateways discarded {dropped}, fewer than alice's {alice_drops} drop packets"
     );
     assert_eq!(count(&final_counts, "real"), sent_real + 50);
-    reader.abort();
 }

@@ -256,13 +256,13 @@ fn in_net(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     }
 }
 
-/// Loopback, private, link-local, shared (CGNAT), unspecified, multicast, broadcast,
-/// documentation and unique-local addresses: never reached through `*` or a name.
+/// Loopback, private, link-local, shared (CGNAT), benchmarking, IETF protocol assignment,
+/// unspecified, multicast, broadcast, documentation, reserved, unique-local and site-local
+/// addresses: never reached through `*` or a name. An IPv6 address that carries an IPv4
+/// one (IPv4-mapped, IPv4-compatible, NAT64 well-known prefix, 6to4) is judged by the IPv4
+/// address it leads to; the local-use NAT64 prefix, Teredo and IPv6 documentation are
+/// refused outright.
 pub fn is_special(ip: IpAddr) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
     match ip {
         IpAddr::V4(a) => {
             a.is_loopback()
@@ -275,23 +275,52 @@ pub fn is_special(ip: IpAddr) -> bool {
                 || in_net(ip, IpAddr::from([100, 64, 0, 0]), 10)
                 || in_net(ip, IpAddr::from([0, 0, 0, 0]), 8)
                 || in_net(ip, IpAddr::from([240, 0, 0, 0]), 4)
+                || in_net(ip, IpAddr::from([198, 18, 0, 0]), 15)
+                || in_net(ip, IpAddr::from([192, 0, 0, 0]), 24)
         }
         IpAddr::V6(a) => {
+            if let Some(v4) = embedded_ipv4(a) {
+                return is_special(IpAddr::V4(v4));
+            }
+            let net6 = |s: [u16; 8], len: u8| in_net(ip, IpAddr::V6(Ipv6Addr::from(s)), len);
             a.is_loopback()
                 || a.is_unspecified()
                 || a.is_multicast()
-                || in_net(
-                    ip,
-                    IpAddr::V6(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0)),
-                    7,
-                )
-                || in_net(
-                    ip,
-                    IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
-                    10,
-                )
+                || net6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7)
+                || net6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10)
+                || net6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10)
+                || net6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48)
+                || net6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32)
+                || net6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32)
+                || net6([0x100, 0, 0, 0, 0, 0, 0, 0], 64)
         }
     }
+}
+
+/// The IPv4 address an IPv6 address leads to, if it embeds one: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) or 6to4
+/// (`2002:AABB:CCDD::/48`).
+fn embedded_ipv4(a: Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = a.segments();
+    let low = std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(v4) = a.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..6] == [0; 6] && !a.is_loopback() && !a.is_unspecified() {
+        return Some(low);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(low);
+    }
+    if s[0] == 0x2002 {
+        return Some(std::net::Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
+    None
 }
 
 /// Resolve, check and connect; a failure is the SOCKS reply code to reset with.
@@ -599,5 +628,36 @@ mod tests {
             assert!(AllowList::parse(&[bad.to_string()]).is_err(), "{bad}");
         }
         assert!(list(&["127.0.0.0/8:*"]).allows(None, ip("127.80.0.9"), 8080));
+    }
+
+    #[test]
+    fn ipv6_forms_of_special_ipv4_addresses_are_special() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for special in [
+            "::ffff:10.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::a00:1",
+            "64:ff9b::7f00:1",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "64:ff9b:1::1",
+            "2001:db8::1",
+            "2001::1",
+            "fec0::1",
+            "100::1",
+            "198.18.0.1",
+            "192.0.0.8",
+        ] {
+            assert!(is_special(ip(special)), "{special}");
+            assert!(!list(&["*:80"]).allows(None, ip(special), 80), "{special}");
+        }
+        for public in [
+            "93.184.216.34",
+            "2606:2800:220:1::1",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+        ] {
+            assert!(!is_special(ip(public)), "{public}");
+        }
     }
 }
