@@ -103,6 +103,15 @@ pub struct DelayRun {
     pub relays_cpu_secs: f64,
     pub exit_cpu_secs: f64,
     pub proxy_cpu_secs: f64,
+    /// Packets the gateways and mixes took in over the same time (their
+    /// `lethe_packets_in_total`), and dropped (`lethe_packets_dropped_total`, all reasons).
+    pub relay_packets_in: u64,
+    pub relay_packets_dropped: u64,
+    /// relay_packets_in per MB downloaded (both directions, every hop: a packet crossing
+    /// the five relays of a route counts five times).
+    pub relay_hops_per_mb: f64,
+    /// relays_cpu_secs / relay_packets_in, us.
+    pub relay_cpu_us_per_hop: f64,
     /// This process (the HTTP server and curl's supervision; curl itself not counted).
     pub bench_cpu_secs: f64,
     /// Wall time of the single and parallel downloads, s.
@@ -129,7 +138,7 @@ impl SocksReport {
 }
 
 /// Table headers of [`rows`].
-pub const HEADERS: [&str; 9] = [
+pub const HEADERS: [&str; 12] = [
     "delay ms",
     "MB/s (median)",
     "TTFB p50 ms",
@@ -138,6 +147,9 @@ pub const HEADERS: [&str; 9] = [
     "relays CPU s",
     "exit CPU s",
     "proxy CPU s",
+    "relay hops/MB",
+    "relay us/hop",
+    "dropped",
     "ok/failed",
 ];
 
@@ -155,6 +167,9 @@ pub fn rows(r: &SocksReport) -> Vec<Vec<String>> {
                 format!("{:.1}", d.relays_cpu_secs),
                 format!("{:.1}", d.exit_cpu_secs),
                 format!("{:.1}", d.proxy_cpu_secs),
+                format!("{:.0}", d.relay_hops_per_mb),
+                format!("{:.0}", d.relay_cpu_us_per_hop),
+                d.relay_packets_dropped.to_string(),
                 format!("{}/{}", d.verified, d.failed),
             ]
         })
@@ -290,6 +305,47 @@ fn cpu_of(pids: &[(u32, String)]) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// GET http://addr/metrics (bash-free: a raw HTTP/1.0 request), or "" on any failure.
+async fn scrape(addr: &str) -> String {
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: m\r\n\r\n")
+            .await
+            .ok()?;
+        let mut v = Vec::new();
+        s.read_to_end(&mut v).await.ok()?;
+        Some(String::from_utf8_lossy(&v).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(3), get)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// The sum of every sample of metric `name` (any labels) in a Prometheus text page.
+fn metric_sum(page: &str, name: &str) -> u64 {
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// (packets in, packets dropped) summed over the relays' metrics addresses.
+async fn relay_packets(metrics: &[String]) -> (u64, u64) {
+    let mut totals = (0, 0);
+    for m in metrics {
+        let page = scrape(m).await;
+        totals.0 += metric_sum(&page, "lethe_packets_in_total");
+        totals.1 += metric_sum(&page, "lethe_packets_dropped_total");
+    }
+    totals
+}
+
 fn ok_values(ds: &[Download], f: impl Fn(&Download) -> f64) -> Vec<f64> {
     ds.iter().filter(|d| d.ok).map(f).collect()
 }
@@ -337,6 +393,13 @@ async fn one_delay(
     .await;
 
     let pids = net.processes();
+    let metrics: Vec<String> = json["nodes"]
+        .as_array()
+        .context("localnet.json has no nodes")?
+        .iter()
+        .filter_map(|n| n["metrics"].as_str().map(String::from))
+        .collect();
+    let packets_before = relay_packets(&metrics).await;
     let me = std::process::id();
     let cpu_before = cpu_of(&pids);
     let bench_before = crate::procs::cpu_seconds(me).unwrap_or(0.0);
@@ -386,6 +449,7 @@ async fn one_delay(
     progress.inc(1);
     let measured_secs = started.elapsed().as_secs_f64();
     let cpu_after = cpu_of(&pids);
+    let packets_after = relay_packets(&metrics).await;
     let bench_cpu_secs = crate::procs::cpu_seconds(me).unwrap_or(0.0) - bench_before;
     drop(net);
 
@@ -406,6 +470,14 @@ async fn one_delay(
     let verified = single.iter().chain(&parallel).filter(|d| d.ok).count();
     let failed_n = single.len() + parallel.len() - verified;
     let par_bytes: u64 = parallel.iter().filter(|d| d.ok).map(|d| d.bytes).sum();
+    let all_bytes: u64 = single
+        .iter()
+        .chain(&parallel)
+        .filter(|d| d.ok)
+        .map(|d| d.bytes)
+        .sum();
+    let relay_packets_in = packets_after.0.saturating_sub(packets_before.0);
+    let relay_packets_dropped = packets_after.1.saturating_sub(packets_before.1);
     Ok(DelayRun {
         mean_delay_ms,
         single_mb_per_sec_median: median(&ok_values(&single, |d| d.mb_per_sec)),
@@ -420,6 +492,10 @@ async fn one_delay(
         verified,
         failed: failed_n,
         cpu_secs,
+        relay_packets_in,
+        relay_packets_dropped,
+        relay_hops_per_mb: ratio(relay_packets_in as f64, all_bytes as f64 / 1e6),
+        relay_cpu_us_per_hop: ratio(relays_cpu_secs * 1e6, relay_packets_in as f64),
         relays_cpu_secs,
         exit_cpu_secs,
         proxy_cpu_secs,
@@ -522,5 +598,16 @@ mod tests {
         assert!(ok.ends_with(&[7u8; 3000]));
         assert!(get("/b").await.starts_with(b"HTTP/1.1 404"));
         server.abort();
+    }
+
+    #[test]
+    fn metric_sums_cover_every_label() {
+        let page = "HTTP/1.0 200 OK\r\n\r\n# HELP x\nlethe_packets_in_total 12\n\
+                    lethe_packets_in_total_other 5\n\
+                    lethe_packets_dropped_total{reason=\"replay\"} 2\n\
+                    lethe_packets_dropped_total{reason=\"full\"} 3\n";
+        assert_eq!(metric_sum(page, "lethe_packets_in_total"), 12);
+        assert_eq!(metric_sum(page, "lethe_packets_dropped_total"), 5);
+        assert_eq!(metric_sum("", "lethe_packets_in_total"), 0);
     }
 }

@@ -115,6 +115,8 @@ fn socks_smoke() {
         "parallel_aggregate_mb_per_sec",
         "parallel_ttfb_ms_p50",
         "relays_cpu_secs",
+        "relay_hops_per_mb",
+        "relay_cpu_us_per_hop",
     ] {
         assert!(run[k].as_f64().unwrap() > 0.0, "{k}: {r}");
     }
