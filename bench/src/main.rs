@@ -9,6 +9,7 @@ mod node;
 mod procs;
 mod report;
 mod sim;
+mod socks;
 mod stats;
 mod svg;
 
@@ -92,6 +93,14 @@ enum Cmd {
         /// First three octets of the network's loopback addresses.
         #[arg(long, default_value = "127.90.0")]
         prefix: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Downloads through the local network's SOCKS proxy with curl: MB/s and time to first
+    /// byte, for each mean mixing delay in `--delays`.
+    Socks {
+        #[command(flatten)]
+        args: socks::SocksArgs,
         #[command(flatten)]
         out: Output,
     },
@@ -336,6 +345,62 @@ fn main() -> anyhow::Result<()> {
             }
             if out.plot.is_some() {
                 eprintln!("net: no plot (one operating point); use --json");
+            }
+        }
+        Cmd::Socks { args, out } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let pb = bar();
+            let r = rt.block_on(socks::run(&args, &pb))?;
+            pb.finish_and_clear();
+            println!(
+                "{} MB file, {} single downloads (median) and {} at once (aggregate); MB = 10^6 bytes",
+                r.size_bytes as f64 / 1e6,
+                r.repeats,
+                r.parallel
+            );
+            println!("{}", table(&socks::HEADERS, &socks::rows(&r)));
+            if let Some(p) = &out.plot {
+                let series = |name: String, f: fn(&socks::DelayRun) -> f64| Series {
+                    name,
+                    points: r
+                        .runs
+                        .iter()
+                        .map(|d| (d.mean_delay_ms as f64, f(d)))
+                        .collect(),
+                };
+                std::fs::write(
+                    p,
+                    line_chart(
+                        "SOCKS download throughput against mean per-hop delay",
+                        "mean delay per hop (ms)",
+                        "MB/s",
+                        &[
+                            series("single (median)".into(), |d| d.single_mb_per_sec_median),
+                            series(format!("{} at once (aggregate)", r.parallel), |d| {
+                                d.parallel_aggregate_mb_per_sec
+                            }),
+                        ],
+                    ),
+                )?;
+            }
+            if let Some(j) = &out.json {
+                write_json(j, &cmd_line, &r)?;
+            }
+            let failed = r.failed();
+            if failed > 0 {
+                for d in r
+                    .runs
+                    .iter()
+                    .flat_map(|x| x.single.iter().chain(&x.parallel))
+                {
+                    if let Some(e) = &d.error {
+                        eprintln!("download failed: {e}");
+                    }
+                }
+                anyhow::bail!("{failed} downloads failed or differed from the served file");
             }
         }
         Cmd::Sim { args, out } => {

@@ -46,9 +46,26 @@ pub struct NetReport {
     pub cover_share: f64,
 }
 
-struct Net {
+/// A network started by `scripts/localnet.sh start`; stopped (`localnet.sh stop`) when
+/// dropped.
+pub struct Net {
     dir: PathBuf,
     repo: PathBuf,
+}
+
+impl Net {
+    /// The processes localnet.sh started, as (pid, name) from its `pids` file: authorities,
+    /// gateways, mixes, `exit` and `socks`.
+    pub fn processes(&self) -> Vec<(u32, String)> {
+        std::fs::read_to_string(self.dir.join("pids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (pid, name) = l.split_once(' ')?;
+                Some((pid.parse().ok()?, name.trim().to_string()))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Net {
@@ -61,20 +78,28 @@ impl Drop for Net {
     }
 }
 
-fn start(opts: &NetOpts, dir: &Path) -> anyhow::Result<(Net, serde_json::Value)> {
+/// Start the local network in `dir` with the binaries beside this one (`LETHE_BIN_DIR`),
+/// addresses `prefix`.N and the other `LETHE_*` settings in `env`; returns it and its
+/// `localnet.json`.
+pub fn start(
+    repo: &Path,
+    dir: &Path,
+    prefix: &str,
+    env: &[(&str, String)],
+) -> anyhow::Result<(Net, serde_json::Value)> {
     let bin = crate::procs::node_binary()?;
     let bin_dir = bin.parent().context("bin dir")?;
     let out = Command::new("bash")
-        .arg(opts.repo.join("scripts/localnet.sh"))
+        .arg(repo.join("scripts/localnet.sh"))
         .args(["start", "--dir"])
         .arg(dir)
         .env("LETHE_BIN_DIR", bin_dir)
-        .env("LETHE_PREFIX", &opts.prefix)
-        .env("LETHE_MEAN_DELAY_MS", opts.mean_delay_ms.to_string())
+        .env("LETHE_PREFIX", prefix)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()?;
     let net = Net {
         dir: dir.to_path_buf(),
-        repo: opts.repo.clone(),
+        repo: repo.to_path_buf(),
     };
     if !out.status.success() {
         bail!(
@@ -90,7 +115,12 @@ fn start(opts: &NetOpts, dir: &Path) -> anyhow::Result<(Net, serde_json::Value)>
 pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Result<NetReport> {
     let tmp = tempfile::tempdir()?;
     progress.set_message("starting the local network");
-    let (_net, json) = start(&opts, &tmp.path().join("net"))?;
+    let (_net, json) = start(
+        &opts.repo,
+        &tmp.path().join("net"),
+        &opts.prefix,
+        &[("LETHE_MEAN_DELAY_MS", opts.mean_delay_ms.to_string())],
+    )?;
     let gateways: Vec<String> = json["nodes"]
         .as_array()
         .context("nodes")?

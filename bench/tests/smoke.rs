@@ -85,3 +85,41 @@ fn net_smoke() {
     assert_eq!(r["delivered"].as_u64(), Some(sent), "{r}");
     assert!(r["latency"]["p50_us"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn socks_smoke() {
+    let r = bench(&[
+        "socks",
+        "--size-mb",
+        "0.2",
+        "--parallel",
+        "2",
+        "--delays",
+        "0",
+        "--repeats",
+        "1",
+        "--timeout-secs",
+        "60",
+        "--prefix",
+        "127.93.0",
+    ]);
+    assert_eq!(r["size_bytes"].as_u64(), Some(200_000), "{r}");
+    assert_eq!(r["cover"]["payload_mean_ms"].as_u64(), Some(20), "{r}");
+    let run = &r["runs"][0];
+    assert_eq!(run["mean_delay_ms"].as_u64(), Some(0), "{r}");
+    assert_eq!(run["verified"].as_u64(), Some(3), "{r}");
+    assert_eq!(run["failed"].as_u64(), Some(0), "{r}");
+    for k in [
+        "single_mb_per_sec_median",
+        "single_ttfb_ms_p50",
+        "parallel_aggregate_mb_per_sec",
+        "parallel_ttfb_ms_p50",
+        "relays_cpu_secs",
+        "relay_hops_per_mb",
+        "relay_cpu_us_per_hop",
+    ] {
+        assert!(run[k].as_f64().unwrap() > 0.0, "{k}: {r}");
+    }
+    assert_eq!(run["single"][0]["bytes"].as_u64(), Some(200_000), "{r}");
+    assert!(run["warmup"]["ok"].as_bool().unwrap(), "{r}");
+}
