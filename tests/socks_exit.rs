@@ -126,7 +126,18 @@ fn socks_connect(proxy: &str, ip: [u8; 4], port: u16) -> Option<u8> {
 
 #[test]
 fn curl_fetches_files_through_the_mixnet() {
-    let net = LocalNet::start("127.80.0", 5).unwrap();
+    // The proxy sends cover traffic at the network's rates, as it does by default: its
+    // streams' packets wait for payload slots (every 5 ms on average).
+    let net = LocalNet::start_with_env(
+        "127.80.0",
+        5,
+        &[
+            ("LETHE_COVER_PAYLOAD_MS", "5"),
+            ("LETHE_COVER_LOOP_MS", "200"),
+            ("LETHE_COVER_DROP_MS", "200"),
+        ],
+    )
+    .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let files: HashMap<String, Arc<Vec<u8>>> = [
         ("/100k".to_string(), random(100_000)),
