@@ -24,7 +24,7 @@
 #                       mean ms between a client's payload, loop and drop sends (defaults
 #                       5, 200, 200: a faster payload stream than the network default of
 #                       20 ms, so local SOCKS downloads are quick; 0 turns a stream off)
-#   LETHE_NODE_ARGS     extra arguments for every relay's `lethe-node run` (tests use
+#   LETHE_NODE_ARGS     extra arguments for every relay's and the exit's `lethe-node run` (tests use
 #                       --unsafe-logging to see everything a relay could log)
 set -euo pipefail
 
@@ -137,7 +137,8 @@ start() {
   exit_addr=$("$BIN/lethe-node" init --dir "$dir/exit" --role exit --listen "$PREFIX.50:0" \
     --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-2")" --allow "127.0.0.0/8:*" \
     --allow "[::1]:*" "${common[@]}" 2>/dev/null) || { stop "$dir"; die "init of the exit failed"; }
-  "$BIN/lethe-node" run --dir "$dir/exit" >> "$dir/exit/node.log" 2>&1 &
+  # shellcheck disable=SC2086 # LETHE_NODE_ARGS is a list of words
+  "$BIN/lethe-node" run --dir "$dir/exit" ${LETHE_NODE_ARGS:-} >> "$dir/exit/node.log" 2>&1 &
   echo "$! exit" >> "$dir/pids"
   "$BIN/lethe-client" init --dir "$dir/socks" "${common[@]}" \
     --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-1")" > /dev/null || { stop "$dir"; die "init of the proxy failed"; }
