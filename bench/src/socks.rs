@@ -56,9 +56,11 @@ pub struct CoverSettings {
     pub payload_mean_ms: u64,
     pub loop_mean_ms: u64,
     pub drop_mean_ms: u64,
-    /// Whether the SOCKS proxy and the exit send on the cover schedule (then their real
-    /// packets wait for payload slots, one per `payload_mean_ms` on average).
-    pub proxy_and_exit_send_cover: bool,
+    /// Whether the SOCKS proxy sends on the cover schedule (then its real packets, requests
+    /// and SURB top-ups, wait for payload slots, one per `payload_mean_ms` on average).
+    pub proxy_sends_cover: bool,
+    /// Whether the exit service does (it does not: its replies leave as they are made).
+    pub exit_sends_cover: bool,
 }
 
 /// One curl download.
@@ -560,9 +562,10 @@ pub async fn run(
             payload_mean_ms: args.cover_ms[0],
             loop_mean_ms: args.cover_ms[1],
             drop_mean_ms: args.cover_ms[2],
-            // `lethe-client socks` and the exit service send real packets as soon as they are
-            // built; neither runs the cover driver (client::cover) yet.
-            proxy_and_exit_send_cover: false,
+            // `lethe-client socks` runs the cover driver (unless --no-cover); the exit service
+            // sends its replies as soon as they are built.
+            proxy_sends_cover: args.cover_ms[0] > 0,
+            exit_sends_cover: false,
         },
         runs,
     })

@@ -275,31 +275,39 @@ pub fn sphinx_public_key(secret: &[u8; 32]) -> Key32 {
     Key32(PublicKey::from(&PrivateKey::from(*secret)).to_bytes())
 }
 
+/// Relays for tests: fresh Sphinx nodes and the route over them.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
+pub(crate) mod test_relays {
+    use std::time::Duration;
+
+    use rand::Rng;
     use rand::rngs::StdRng;
 
-    struct TestNode {
-        node: SphinxNode,
-        id: NodeId,
+    use super::{HopSpec, SphinxNode};
+    use crate::NodeId;
+
+    pub(crate) struct TestNode {
+        pub(crate) secret: [u8; 32],
+        pub(crate) node: SphinxNode,
+        pub(crate) id: NodeId,
     }
 
-    fn nodes(rng: &mut StdRng, n: usize) -> Vec<TestNode> {
+    /// `n` relays with secrets from `rng`, ids 1, 2, ...
+    pub(crate) fn nodes(rng: &mut StdRng, n: usize) -> Vec<TestNode> {
         (0..n)
             .map(|i| {
-                let mut s = [0u8; 32];
-                rng.fill_bytes(&mut s);
+                let mut secret = [0u8; 32];
+                rng.fill_bytes(&mut secret);
                 TestNode {
-                    node: SphinxNode::new(s, Duration::from_secs(10)),
+                    secret,
+                    node: SphinxNode::new(secret, Duration::from_secs(10)),
                     id: NodeId::from_bytes([i as u8 + 1; 32]),
                 }
             })
             .collect()
     }
 
-    fn route(ns: &[TestNode]) -> Vec<HopSpec> {
+    pub(crate) fn route(ns: &[TestNode]) -> Vec<HopSpec> {
         ns.iter()
             .map(|n| HopSpec {
                 id: n.id,
@@ -308,9 +316,19 @@ mod tests {
             .collect()
     }
 
-    fn never(_: &[u8; 32]) -> bool {
+    /// A replay check that has seen nothing.
+    pub(crate) fn never(_: &[u8; 32]) -> bool {
         false
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use crate::packet::test_relays::{never, nodes, route};
 
     #[test]
     fn five_hops_deliver_the_message_with_the_chosen_delays() {

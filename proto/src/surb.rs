@@ -201,44 +201,13 @@ impl SurbKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Processed;
     use crate::packet::PACKET_SIZE;
-    use crate::{Processed, SphinxNode};
     use rand::SeedableRng;
     use rand::rngs::StdRng;
     use sphinx_packet::{ProcessedPacketData, SphinxPacket};
 
-    struct TestNode {
-        secret: [u8; 32],
-        node: SphinxNode,
-        id: NodeId,
-    }
-
-    fn nodes(rng: &mut StdRng, n: usize) -> Vec<TestNode> {
-        (0..n)
-            .map(|i| {
-                let mut secret = [0u8; 32];
-                rng.fill_bytes(&mut secret);
-                TestNode {
-                    secret,
-                    node: SphinxNode::new(secret, Duration::from_secs(10)),
-                    id: NodeId::from_bytes([i as u8 + 1; 32]),
-                }
-            })
-            .collect()
-    }
-
-    fn route(ns: &[TestNode]) -> Vec<HopSpec> {
-        ns.iter()
-            .map(|n| HopSpec {
-                id: n.id,
-                sphinx_key: n.node.public_key(),
-            })
-            .collect()
-    }
-
-    fn never(_: &[u8; 32]) -> bool {
-        false
-    }
+    use crate::packet::test_relays::{never, nodes, route};
 
     /// The final hop straight over the backend: peel the header, read the identifier and
     /// the still-sealed payload (what `SphinxNode::process` must return as a Reply).
