@@ -4,30 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lethe_client::Client;
-use lethe_tests::LocalNet;
+use lethe_tests::{close_pair, network_and_pair};
 
 const MIXES: [&str; 6] = ["mix-1a", "mix-1b", "mix-2a", "mix-2b", "mix-3a", "mix-3b"];
-
-/// A local network on `127.N.0.x` with alice (gateway-1) and bob (gateway-2) subscribed.
-async fn network_and_pair(n: u8, mean_delay_ms: u64) -> (LocalNet, Arc<Client>, Arc<Client>) {
-    let net = LocalNet::start(&format!("127.{n}.0"), mean_delay_ms).unwrap();
-    let mut pair = Vec::new();
-    for (name, gw, host) in [("alice", "gateway-1", 1), ("bob", "gateway-2", 2)] {
-        let c = net
-            .client(name, gw, &format!("127.{n}.1.{host}:0"))
-            .await
-            .unwrap();
-        c.subscribe().await.unwrap();
-        pair.push(Arc::new(c));
-    }
-    let bob = pair.pop().unwrap();
-    let alice = pair.pop().unwrap();
-    (net, alice, bob)
-}
 
 /// Send `n` distinct messages from alice to bob and count how many arrive within `timeout`.
 async fn deliver(alice: &Client, bob: &Client, tag: &str, n: usize, timeout: Duration) -> usize {
@@ -53,18 +35,10 @@ async fn deliver(alice: &Client, bob: &Client, tag: &str, n: usize, timeout: Dur
     got
 }
 
-async fn close(a: Arc<Client>, b: Arc<Client>) {
-    for c in [a, b] {
-        if let Ok(c) = Arc::try_unwrap(c) {
-            c.close().await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_mixes_deliver_in_rounds_of_at_least_k() {
     let started = Instant::now();
-    let (mut net, alice, bob) = network_and_pair(65, 5).await;
+    let (mut net, alice, bob) = network_and_pair(65, 5).await.unwrap();
     // Every mix in batch mode: rounds of 200 ms, never fewer than 4 packets; and a steady
     // stream of loops, 5 a second.
     net.reconfigure(
@@ -95,8 +69,16 @@ async fn batch_mixes_deliver_in_rounds_of_at_least_k() {
         topped += net
             .metric(m, "lethe_cover_sent_total{kind=\"round\"}")
             .await;
-        let loops = net.metric(m, "lethe_cover_sent_total{kind=\"loop\"}").await;
-        assert!(loops > 0.0, "{m} sent no loop at 5 a second");
+        // A mix builds loops once its topology lists every layer again after the restarts
+        // (it fetches the topology every few seconds).
+        net.wait_metric(
+            m,
+            "lethe_cover_sent_total{kind=\"loop\"}",
+            Duration::from_secs(30),
+            |v| v > 0.0,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{m} sent no loop at 5 a second: {e}"));
     }
     println!("cover packets built to top up short rounds: {topped}");
     assert!(topped > 0.0, "no mix ever topped a round up");
@@ -127,14 +109,14 @@ async fn batch_mixes_deliver_in_rounds_of_at_least_k() {
             .await;
     assert_eq!(delivered, 40.0, "cover never reaches a client or a mailbox");
     println!("batch test took {:?}", started.elapsed());
-    close(alice, bob).await;
+    close_pair(alice, bob).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_estimate_follows_traffic_and_the_floor_holds_it_up() {
     let started = Instant::now();
     // A mean of 200 ms per mix: at the floor's 4 packets, about 20 cover packets a second.
-    let (mut net, alice, bob) = network_and_pair(66, 200).await;
+    let (mut net, alice, bob) = network_and_pair(66, 200).await.unwrap();
     let bits = "lethe_anonymity_bits";
     // A quiet network: nothing departs, nobody is hidden.
     for m in MIXES {
@@ -189,5 +171,5 @@ async fn the_estimate_follows_traffic_and_the_floor_holds_it_up() {
     println!("after a burst of 200 messages: mix-2b {loaded:.2} bits (pool now {pool})");
     assert!(loaded > 1.0, "a burst must raise the estimate: {loaded}");
     println!("floor test took {:?}", started.elapsed());
-    close(alice, bob).await;
+    close_pair(alice, bob).await;
 }

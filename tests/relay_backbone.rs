@@ -13,7 +13,7 @@ use lethe_net::TlsIdentity;
 use lethe_net::link::write_frame;
 use lethe_proto::packet::{MAX_MESSAGE_LEN, PACKET_SIZE, build_packet};
 use lethe_proto::{FrameKind, HopSpec, Key32, NodeId};
-use lethe_tests::LocalNet;
+use lethe_tests::{close_pair, network_and_pair};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::task::JoinHandle;
@@ -89,36 +89,10 @@ async fn round_trip(from: &Client, name: &str, to: &Arc<Client>, n: usize) -> us
     check(&rx.await.unwrap(), &sent)
 }
 
-/// A local network on `127.N.0.x` and two subscribed clients, each on its own address:
-/// alice (home gateway-1) on 127.N.1.1 and bob (home gateway-2) on 127.N.1.2.
-async fn network_and_pair(n: u8, mean_delay_ms: u64) -> (LocalNet, Arc<Client>, Arc<Client>) {
-    let net = LocalNet::start(&format!("127.{n}.0"), mean_delay_ms).unwrap();
-    let mut pair = Vec::new();
-    for (name, gw, host) in [("alice", "gateway-1", 1), ("bob", "gateway-2", 2)] {
-        let c = net
-            .client(name, gw, &format!("127.{n}.1.{host}:0"))
-            .await
-            .unwrap();
-        c.subscribe().await.unwrap();
-        pair.push(Arc::new(c));
-    }
-    let bob = pair.pop().unwrap();
-    let alice = pair.pop().unwrap();
-    (net, alice, bob)
-}
-
-async fn close(a: Arc<Client>, b: Arc<Client>) {
-    for c in [a, b] {
-        if let Ok(c) = Arc::try_unwrap(c) {
-            c.close().await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_exchange_500_messages_each_intact_and_never_early() {
     // A mean of 40 ms per mix: delays large enough that delivering early would show.
-    let (net, alice, bob) = network_and_pair(61, 40).await;
+    let (net, alice, bob) = network_and_pair(61, 40).await.unwrap();
     let at_bob = collect(bob.clone(), 500, Duration::from_secs(60));
     let at_alice = collect(alice.clone(), 500, Duration::from_secs(60));
     let (to_bob, to_alice) = tokio::join!(
@@ -146,12 +120,12 @@ async fn two_clients_exchange_500_messages_each_intact_and_never_early() {
             .metric("gateway-2", "lethe_messages_delivered_total")
             .await;
     assert_eq!(delivered, 1000.0);
-    close(alice, bob).await;
+    close_pair(alice, bob).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_garbage_and_strangers_are_dropped_while_the_node_keeps_relaying() {
-    let (net, alice, bob) = network_and_pair(62, 5).await;
+    let (net, alice, bob) = network_and_pair(62, 5).await.unwrap();
 
     // A replayed packet is dropped at the first relay; the message arrives once.
     let out = alice.build(&bob.address(), b"only once").unwrap();
@@ -273,12 +247,12 @@ async fn replays_garbage_and_strangers_are_dropped_while_the_node_keeps_relaying
 
     // The gateway keeps relaying honest traffic.
     assert_eq!(round_trip(&alice, "alice", &bob, 50).await, 50);
-    close(alice, bob).await;
+    close_pair(alice, bob).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_mix_rejoins_and_traffic_continues() {
-    let (mut net, alice, bob) = network_and_pair(63, 5).await;
+    let (mut net, alice, bob) = network_and_pair(63, 5).await.unwrap();
     assert_eq!(round_trip(&alice, "before", &bob, 50).await, 50);
 
     net.stop_node("mix-2a").unwrap();
@@ -297,14 +271,14 @@ async fn a_restarted_mix_rejoins_and_traffic_continues() {
     assert!(through > 0.0, "no packet crossed the restarted mix");
     let status = net.stop_node("mix-2a").unwrap().unwrap();
     assert!(status.success(), "clean shutdown exits 0, got {status}");
-    close(alice, bob).await;
+    close_pair(alice, bob).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_hands_queued_packets_on_at_their_times() {
     // Long delays (mean 300 ms per mix) so packets are sitting in layer-1 queues when
     // both layer-1 mixes get SIGTERM.
-    let (mut net, alice, bob) = network_and_pair(64, 300).await;
+    let (mut net, alice, bob) = network_and_pair(64, 300).await.unwrap();
     // Restart both layer-1 mixes as children of the test, to read their exit status.
     for m in ["mix-1a", "mix-1b"] {
         net.stop_node(m).unwrap();
@@ -347,5 +321,5 @@ async fn shutdown_hands_queued_packets_on_at_their_times() {
         );
     }
     assert_eq!(check(&rx.await.unwrap(), &sent), 30);
-    close(alice, bob).await;
+    close_pair(alice, bob).await;
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -404,4 +405,31 @@ pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
             Some((k.to_string(), v.parse().ok()?))
         })
         .collect()
+}
+
+/// A local network on `127.N.0.x` and two subscribed clients, each on its own address:
+/// alice (home gateway-1) on 127.N.1.1 and bob (home gateway-2) on 127.N.1.2.
+pub async fn network_and_pair(
+    n: u8,
+    mean_delay_ms: u64,
+) -> Result<(LocalNet, Arc<Client>, Arc<Client>)> {
+    let net = LocalNet::start(&format!("127.{n}.0"), mean_delay_ms)?;
+    let alice = net
+        .client("alice", "gateway-1", &format!("127.{n}.1.1:0"))
+        .await?;
+    let bob = net
+        .client("bob", "gateway-2", &format!("127.{n}.1.2:0"))
+        .await?;
+    alice.subscribe().await?;
+    bob.subscribe().await?;
+    Ok((net, Arc::new(alice), Arc::new(bob)))
+}
+
+/// Close both clients (each only if nothing else holds it).
+pub async fn close_pair(a: Arc<Client>, b: Arc<Client>) {
+    for c in [a, b] {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
 }
