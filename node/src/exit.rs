@@ -407,7 +407,7 @@ pub async fn run(
     });
     info!(rules = ctx.allow.0.len(), "exit service running");
     // Streams that ended recently: a late retransmission of their Open must not reopen them.
-    let mut ended: HashMap<StreamId, Instant> = HashMap::new();
+    let mut ended = RecentlyEnded::default();
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<StreamId>();
     let mut dropped = 0u64;
     loop {
@@ -418,10 +418,6 @@ pub async fn run(
             },
             Some(id) = ended_rx.recv() => {
                 lock(&ctx.streams).remove(&id);
-                if ended.len() >= 65_536 {
-                    let cutoff = Instant::now() - Duration::from_secs(120);
-                    ended.retain(|_, t| *t > cutoff);
-                }
                 ended.insert(id, Instant::now());
                 continue;
             }
@@ -442,12 +438,14 @@ pub async fn run(
             continue;
         }
         let opens = chunk.seq == 0 && matches!(chunk.body, Some(Body::Open(Some(_))));
-        if !opens || ended.contains_key(&id) {
+        if !opens || ended.contains(&id, Instant::now()) {
             continue;
         }
         if lock(&ctx.streams).len() >= ctx.cfg.max_streams {
             debug!("stream limit reached; refusing a stream");
-            refuse(&ctx, chunk).await;
+            // Making the refusal's packet is Sphinx work: not on this loop.
+            let c = ctx.clone();
+            tokio::spawn(async move { refuse(&c, chunk).await });
             continue;
         }
         let (tx, rx) = mpsc::channel(256);
@@ -463,6 +461,47 @@ pub async fn run(
 }
 
 /// Answer an `Open` we cannot serve with a reset, in one of its own SURBs.
+/// How long an ended stream's id is remembered, and how many are at most.
+const ENDED_MEMORY: Duration = Duration::from_secs(120);
+const ENDED_MAX: usize = 65_536;
+
+/// Ids of streams that ended in the last [`ENDED_MEMORY`] (at most [`ENDED_MAX`]), forgotten
+/// in the order they ended.
+#[derive(Default)]
+struct RecentlyEnded {
+    order: VecDeque<(Instant, StreamId)>,
+    ids: std::collections::HashSet<StreamId>,
+}
+
+impl RecentlyEnded {
+    fn insert(&mut self, id: StreamId, now: Instant) {
+        self.expire(now);
+        if self.order.len() >= ENDED_MAX
+            && let Some((_, old)) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+        if self.ids.insert(id) {
+            self.order.push_back((now, id));
+        }
+    }
+
+    fn contains(&mut self, id: &StreamId, now: Instant) -> bool {
+        self.expire(now);
+        self.ids.contains(id)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, old)) = self.order.front() {
+            if now.saturating_duration_since(t) < ENDED_MEMORY {
+                break;
+            }
+            self.order.pop_front();
+            self.ids.remove(&old);
+        }
+    }
+}
+
 async fn refuse(ctx: &Arc<Ctx>, mut chunk: Chunk) {
     let mut t = ExitTransport::new(ctx.clone());
     t.on_chunk(&mut chunk, Instant::now());
@@ -628,6 +667,20 @@ mod tests {
             assert!(AllowList::parse(&[bad.to_string()]).is_err(), "{bad}");
         }
         assert!(list(&["127.0.0.0/8:*"]).allows(None, ip("127.80.0.9"), 8080));
+    }
+
+    #[test]
+    fn ended_streams_are_remembered_for_a_while_then_forgotten() {
+        let mut e = RecentlyEnded::default();
+        let t0 = Instant::now();
+        let id: StreamId = 7;
+        e.insert(id, t0);
+        assert!(e.contains(&id, t0 + Duration::from_secs(60)));
+        assert!(!e.contains(&id, t0 + ENDED_MEMORY));
+        assert!(
+            e.order.is_empty() && e.ids.is_empty(),
+            "expired ids are dropped"
+        );
     }
 
     #[test]
