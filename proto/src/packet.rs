@@ -82,16 +82,9 @@ pub fn sample_delay<R: Rng + ?Sized>(rng: &mut R, mean: Duration, cap: Duration)
     Duration::try_from_secs_f64(secs).unwrap_or(cap).min(cap)
 }
 
-/// Build a forward packet carrying `message` along `route` to `destination`, with the given
-/// per-hop delays (the last hop's delay is not used: it delivers). Every random byte comes
-/// from `rng`: a seeded rng gives the same packet.
-pub fn build_packet<R: Rng + CryptoRng + ?Sized>(
-    rng: &mut R,
-    route: &[HopSpec],
-    destination: ClientId,
-    delays: &[Duration],
-    message: &[u8],
-) -> Result<Packet, Error> {
+/// A route of 1 to [`MAX_ROUTE_LEN`] hops with one delay per hop, or the error saying which
+/// rule it breaks (for packets and SURBs alike).
+pub(crate) fn check_route(route: &[HopSpec], delays: &[Duration]) -> Result<(), Error> {
     if route.is_empty() || route.len() > MAX_ROUTE_LEN {
         return Err(Error::BadRouteLength {
             got: route.len(),
@@ -104,6 +97,20 @@ pub fn build_packet<R: Rng + CryptoRng + ?Sized>(
             delays: delays.len(),
         });
     }
+    Ok(())
+}
+
+/// Build a forward packet carrying `message` along `route` to `destination`, with the given
+/// per-hop delays (the last hop's delay is not used: it delivers). Every random byte comes
+/// from `rng`: a seeded rng gives the same packet.
+pub fn build_packet<R: Rng + CryptoRng + ?Sized>(
+    rng: &mut R,
+    route: &[HopSpec],
+    destination: ClientId,
+    delays: &[Duration],
+    message: &[u8],
+) -> Result<Packet, Error> {
+    check_route(route, delays)?;
     if message.len() > MAX_MESSAGE_LEN {
         return Err(Error::MessageTooLong {
             got: message.len(),
@@ -266,7 +273,7 @@ fn recover_plaintext(payload: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(rest[..end].to_vec())
 }
 
-fn duration_nanos(d: Duration) -> u64 {
+pub(crate) fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

@@ -24,7 +24,7 @@ use sphinx_packet::route::{Destination, DestinationAddressBytes, Node, NodeAddre
 use sphinx_packet::version::SINGLE_SEED_SURB_VERSION;
 use sphinx_packet::{SURB, SURBMaterial, SurbReplyRecovery};
 
-use crate::packet::{HEADER_SIZE, MAX_MESSAGE_LEN, MAX_ROUTE_LEN, PAYLOAD_SIZE};
+use crate::packet::{HEADER_SIZE, MAX_MESSAGE_LEN, PAYLOAD_SIZE, check_route, duration_nanos};
 use crate::{ClientId, Error, HopSpec, NodeId, Packet};
 
 /// The serialised size of a [`Surb`]: header, first hop, one payload key seed.
@@ -77,18 +77,7 @@ impl Surb {
         recipient: ClientId,
         delays: &[Duration],
     ) -> Result<(Surb, SurbKey), Error> {
-        if route.is_empty() || route.len() > MAX_ROUTE_LEN {
-            return Err(Error::BadRouteLength {
-                got: route.len(),
-                max: MAX_ROUTE_LEN,
-            });
-        }
-        if delays.len() != route.len() {
-            return Err(Error::DelayCountMismatch {
-                hops: route.len(),
-                delays: delays.len(),
-            });
-        }
+        check_route(route, delays)?;
         let nodes: Vec<Node> = route
             .iter()
             .map(|h| {
@@ -100,7 +89,7 @@ impl Surb {
             .collect();
         let delays: Vec<Delay> = delays
             .iter()
-            .map(|d| Delay::new_from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+            .map(|d| Delay::new_from_nanos(duration_nanos(*d)))
             .collect();
         let mut id = [0u8; IDENTIFIER_LENGTH];
         while id == [0; IDENTIFIER_LENGTH] {
