@@ -7,7 +7,7 @@
 //! valid signatures from distinct configured authorities (one authority and threshold 1
 //! today; the format already carries several).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -478,6 +478,21 @@ impl Topology {
         exit: &NodeId,
         epoch: u64,
     ) -> Result<Vec<HopSpec>, Error> {
+        self.choose_route_avoiding(rng, entry, exit, epoch, &BTreeSet::new())
+    }
+
+    /// Like [`Topology::choose_route`], but leaving out the mixes in `avoid` (relays the
+    /// client found dead, see [`crate::RelayHealth`]). A layer whose every usable mix is to
+    /// be avoided is chosen from as if nothing were: a route through a doubtful relay beats
+    /// no route. The gateways are the caller's and are never avoided.
+    pub fn choose_route_avoiding<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        entry: &NodeId,
+        exit: &NodeId,
+        epoch: u64,
+        avoid: &BTreeSet<NodeId>,
+    ) -> Result<Vec<HopSpec>, Error> {
         let mut route = Vec::with_capacity(2 + MIX_LAYERS as usize);
         route.push(self.gateway_hop(entry, "entry", epoch)?);
         for (l, members) in self.layers.iter().enumerate() {
@@ -490,7 +505,17 @@ impl Topology {
                     what: format!("mix in layer {} with a key for epoch {epoch}", l + 1),
                 });
             }
-            route.push(usable[(rng.next_u64() % usable.len() as u64) as usize]);
+            let healthy: Vec<HopSpec> = usable
+                .iter()
+                .filter(|h| !avoid.contains(&h.id))
+                .copied()
+                .collect();
+            let pick = if healthy.is_empty() {
+                &usable
+            } else {
+                &healthy
+            };
+            route.push(pick[(rng.next_u64() % pick.len() as u64) as usize]);
         }
         route.push(self.gateway_hop(exit, "exit", epoch)?);
         Ok(route)
@@ -605,6 +630,33 @@ pub(crate) mod tests {
         assert!(d.iter().all(|x| *x <= t.max_delay()));
         // no node has a key for epoch 2: no route
         assert!(t.choose_route(&mut rng, &g1, &g2, 2).is_err());
+    }
+
+    #[test]
+    fn avoided_mixes_are_left_out_unless_their_layer_would_be_empty() {
+        let doc = SignedTopology::sign(&body(&net()), &secret(AUTH)).unwrap();
+        let auth = identity_public_key(&secret(AUTH));
+        let t = doc.verify(&[auth], 1, 999).unwrap();
+        let (g1, g2) = (net()[0].1.id, net()[1].1.id);
+        let mix = |i: u8| net().into_iter().find(|(j, _)| *j == i).unwrap().1.id;
+        // one mix of layer 2 avoided; both of layer 3 (no route without one of them)
+        let avoid: BTreeSet<NodeId> = [mix(14), mix(16), mix(17)].into_iter().collect();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut third = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let r = t
+                .choose_route_avoiding(&mut rng, &g1, &g2, 1, &avoid)
+                .unwrap();
+            assert_eq!(r[2].id, mix(15), "the avoided layer-2 mix was chosen");
+            third.insert(r[3].id);
+        }
+        assert_eq!(third.len(), 2, "an all-avoided layer is chosen from whole");
+        // gateways are never avoided
+        let gws: BTreeSet<NodeId> = [g1, g2].into_iter().collect();
+        let r = t
+            .choose_route_avoiding(&mut rng, &g1, &g2, 1, &gws)
+            .unwrap();
+        assert_eq!((r[0].id, r[4].id), (g1, g2));
     }
 
     #[test]
