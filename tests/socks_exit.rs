@@ -141,7 +141,6 @@ fn curl_fetches_files_through_the_mixnet() {
     let tmp = tempfile::tempdir().unwrap();
     let files: HashMap<String, Arc<Vec<u8>>> = [
         ("/100k".to_string(), random(100_000)),
-        ("/1m".to_string(), random(1_000_000)),
         ("/5m".to_string(), random(5_000_000)),
     ]
     .into_iter()
@@ -161,26 +160,27 @@ fn curl_fetches_files_through_the_mixnet() {
         eprintln!("{path}: {}", rate(f.body.len(), f.elapsed));
     }
 
-    // (b) eight downloads at once
+    // (b) eight 5 MB downloads at once, sharing the proxy's payload slots
     let start = Instant::now();
     let handles: Vec<_> = (0..8)
         .map(|i| {
             let (proxy, u, out) = (
                 net.socks.clone(),
-                url("/1m"),
+                url("/5m"),
                 tmp.path().join(format!("p{i}")),
             );
-            std::thread::spawn(move || curl(&proxy, &u, &out, 120))
+            std::thread::spawn(move || curl(&proxy, &u, &out, 300))
         })
         .collect();
     for h in handles {
         let f = h.join().unwrap();
         assert!(f.ok, "parallel curl: {}\n{}", f.stderr, logs(&net));
-        assert!(f.body == *files["/1m"], "a parallel download differs");
+        assert!(f.body == *files["/5m"], "a parallel download differs");
+        eprintln!("  one of 8: {}", rate(f.body.len(), f.elapsed));
     }
     eprintln!(
-        "8 x 1 MB in parallel: {}",
-        rate(8 * 1_000_000, start.elapsed())
+        "8 x 5 MB in parallel: {}",
+        rate(8 * 5_000_000, start.elapsed())
     );
 
     // (d) a denied destination gets a SOCKS error reply, not a hang
@@ -250,5 +250,65 @@ fn a_transfer_survives_a_mix_restart() {
     eprintln!(
         "2 MB across a mix restart: {}",
         rate(f.body.len(), f.elapsed)
+    );
+}
+
+#[test]
+fn a_transfer_survives_a_mix_killed_for_good() {
+    // The proxy's loop cover finds the dead mix; its packets and SURBs then route around it
+    // while the directory still lists it (for up to descriptor_ttl_secs).
+    let mut net = LocalNet::start_with_env(
+        "127.82.0",
+        5,
+        &[
+            ("LETHE_COVER_PAYLOAD_MS", "5"),
+            ("LETHE_COVER_LOOP_MS", "100"),
+            ("LETHE_COVER_DROP_MS", "200"),
+        ],
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let body = random(5_000_000);
+    let port = serve(
+        "127.82.0.70",
+        [("/5m".to_string(), body.clone())].into_iter().collect(),
+    );
+    let (proxy, out) = (net.socks.clone(), tmp.path().join("k"));
+    let url = format!("http://127.82.0.70:{port}/5m");
+    let fetch = {
+        let out = out.clone();
+        std::thread::spawn(move || curl(&proxy, &url, &out, 240))
+    };
+    // kill one mix of layer 2 once a quarter of the file has arrived (bounded wait)
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) < 1_250_000 {
+        assert!(Instant::now() < deadline, "the download did not start");
+        assert!(!fetch.is_finished(), "curl ended before the kill");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let victim = net.node("mix-2a").id.clone();
+    net.kill_node("mix-2a").unwrap();
+    let killed_at = Instant::now();
+    let f = fetch.join().unwrap();
+    assert!(f.ok, "curl: {}\n{}", f.stderr, logs(&net));
+    assert!(
+        f.body == *body,
+        "the download differs ({} bytes)",
+        f.body.len()
+    );
+    eprintln!(
+        "5 MB with mix-2a killed at 1.25 MB: {}; {:.1} s after the kill",
+        rate(f.body.len(), f.elapsed),
+        killed_at.elapsed().as_secs_f64()
+    );
+    // the proxy said which relay it routes around: the dead one
+    let log = std::fs::read_to_string(&net.socks_log).unwrap_or_default();
+    let line = log
+        .lines()
+        .find(|l| l.contains("routing real packets around"))
+        .unwrap_or_else(|| panic!("the proxy never avoided a relay:\n{log}"));
+    assert!(
+        line.contains(&victim[..12]),
+        "avoided the wrong relay (mix-2a is {victim}): {line}"
     );
 }

@@ -16,12 +16,14 @@
 //! Loops that do not come back within [`LOOP_DEADLINE`] are counted as lost against every
 //! relay on their route ([`LoopStats`]): a relay that drops packets shows up there.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use lethe_proto::packet::build_packet;
-use lethe_proto::{ClientId, ClientRates, ClientSchedule, ClientSend, NodeId, Packet, Timestamp};
+use lethe_proto::{
+    ClientId, ClientRates, ClientSchedule, ClientSend, NodeId, Packet, RelayHealth, Timestamp,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,8 +36,17 @@ use crate::{Client, ClientError};
 pub const COVER_MESSAGE_LEN: usize = 64;
 /// A loop not back after this long (on top of its own hop delays) is counted as lost.
 pub const LOOP_DEADLINE: Duration = Duration::from_secs(20);
+/// For route choice ([`RelayHealth`]) a loop not back after this long (on top of its own
+/// hop delays) already counts as lost; if it comes back later, it counts as returned.
+pub const LOOP_LATE: Duration = Duration::from_secs(2);
 /// Real packets waiting for a payload slot; `send` waits while it is full.
 pub const REAL_QUEUE: usize = 1024;
+
+/// A real packet waiting for a payload slot, and who to tell when it is on the link.
+pub(crate) struct Queued {
+    pub(crate) packet: Packet,
+    pub(crate) written: Option<tokio::sync::oneshot::Sender<()>>,
+}
 /// Send times kept for [`Cover::send_times`] (the oldest are dropped beyond it).
 const SEND_TIMES_KEPT: usize = 1 << 18;
 
@@ -44,7 +55,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 struct PendingLoop {
+    /// Its key in the [`RelayHealth`] record.
+    key: u64,
     sent: Instant,
+    /// When it counts as lost for route choice...
+    late: Instant,
+    judged_late: bool,
+    /// ...and for [`LoopStats`].
     deadline: Instant,
     route: Vec<NodeId>,
 }
@@ -74,6 +91,9 @@ pub(crate) struct LoopTracker {
     key: [u8; 32],
     pending: Mutex<HashMap<[u8; 32], PendingLoop>>,
     stats: Mutex<LoopStats>,
+    /// Recent outcomes for route choice (times since `origin`), and the next key.
+    health: Mutex<(RelayHealth, u64)>,
+    origin: Instant,
 }
 
 impl LoopTracker {
@@ -82,7 +102,34 @@ impl LoopTracker {
             key,
             pending: Mutex::default(),
             stats: Mutex::default(),
+            health: Mutex::default(),
+            origin: Instant::now(),
         }
+    }
+
+    fn ts(&self, t: Instant) -> Timestamp {
+        Timestamp::from_duration(t.saturating_duration_since(self.origin))
+    }
+
+    /// Record a loop outcome for route choice; say so when the relays to avoid change.
+    fn judge(&self, at: Instant, key: u64, route: &[NodeId], delivered: bool) {
+        let mut h = lock(&self.health);
+        if h.0.record(self.ts(at), key, route, delivered) {
+            let names: Vec<String> = h.0.suspects().iter().map(|n| n.short()).collect();
+            if names.is_empty() {
+                tracing::info!("loops come back again: no relay avoided");
+            } else {
+                tracing::warn!(
+                    relays = %names.join(","),
+                    "routing real packets around relays whose loops are lost"
+                );
+            }
+        }
+    }
+
+    /// The relays that real packets and SURBs should avoid now.
+    pub(crate) fn avoided(&self) -> BTreeSet<NodeId> {
+        lock(&self.health).0.suspects().clone()
     }
 
     fn message<R: Rng + ?Sized>(&self, rng: &mut R) -> ([u8; 32], [u8; COVER_MESSAGE_LEN]) {
@@ -94,13 +141,22 @@ impl LoopTracker {
         (id, msg)
     }
 
-    fn sent(&self, id: [u8; 32], route: Vec<NodeId>, deadline: Duration) {
+    /// A loop left; its hops' delays add up to `total`.
+    fn sent(&self, id: [u8; 32], route: Vec<NodeId>, total: Duration) {
         let now = Instant::now();
+        let key = {
+            let mut h = lock(&self.health);
+            h.1 += 1;
+            h.1
+        };
         lock(&self.pending).insert(
             id,
             PendingLoop {
+                key,
                 sent: now,
-                deadline: now + deadline,
+                late: now + total + LOOP_LATE,
+                judged_late: false,
+                deadline: now + total + LOOP_DEADLINE,
                 route,
             },
         );
@@ -123,6 +179,7 @@ impl LoopTracker {
             lock(&self.stats).stale += 1;
             return true;
         };
+        self.judge(Instant::now(), p.key, &p.route, true);
         let mut s = lock(&self.stats);
         s.returned += 1;
         s.last_rtt = Some(p.sent.elapsed());
@@ -134,7 +191,12 @@ impl LoopTracker {
 
     fn expire(&self, now: Instant) {
         let mut lost = Vec::new();
+        let mut late = Vec::new();
         lock(&self.pending).retain(|_, p| {
+            if p.late <= now && !p.judged_late {
+                p.judged_late = true;
+                late.push((p.key, p.route.clone()));
+            }
             if p.deadline <= now {
                 lost.push(std::mem::take(&mut p.route));
                 false
@@ -142,7 +204,11 @@ impl LoopTracker {
                 true
             }
         });
+        for (key, route) in late {
+            self.judge(now, key, &route, false);
+        }
         if lost.is_empty() {
+            lock(&self.health).0.expire(self.ts(now));
             return;
         }
         let mut s = lock(&self.stats);
@@ -298,20 +364,24 @@ pub(crate) struct BuildJob {
 fn real_builder(
     client: Weak<Client>,
     mut jobs: mpsc::Receiver<BuildJob>,
-    queue: mpsc::Sender<Packet>,
+    queue: mpsc::Sender<Queued>,
 ) {
     while let Some(job) = jobs.blocking_recv() {
         let Some(c) = client.upgrade() else {
             return;
         };
-        let (topology, gateway) = (c.topology(), c.address().gateway);
+        let (topology, gateway, avoid) = (c.topology(), c.address().gateway, c.avoided_relays());
         drop(c);
-        let result = crate::build_outgoing(&topology, gateway, &job.to, &job.msg).and_then(|out| {
-            queue
-                .blocking_send(out.packet)
-                .map(|()| out.total_delay)
-                .map_err(|_| ClientError::Closed)
-        });
+        let result =
+            crate::build_outgoing(&topology, gateway, &avoid, &job.to, &job.msg).and_then(|out| {
+                queue
+                    .blocking_send(Queued {
+                        packet: out.packet,
+                        written: None,
+                    })
+                    .map(|()| out.total_delay)
+                    .map_err(|_| ClientError::Closed)
+            });
         let _ = job.reply.send(result);
     }
 }
@@ -433,7 +503,7 @@ fn drive(
     client: Weak<Client>,
     (mut schedule, mut follow): (ClientSchedule, Option<ClientRates>),
     (mut drops, mut loops): (mpsc::Receiver<Built>, Option<mpsc::Receiver<Built>>),
-    mut real: mpsc::Receiver<Packet>,
+    mut real: mpsc::Receiver<Queued>,
     stop: Arc<AtomicBool>,
     shared: Arc<CoverShared>,
 ) {
@@ -442,7 +512,7 @@ fn drive(
     // The schedule's secret: an observer must not predict when cover leaves.
     let mut rng = StdRng::from_rng(&mut rand::rng());
     schedule.start(now(), &mut rng);
-    let mut waiting: Option<Packet> = None;
+    let mut waiting: Option<Queued> = None;
     let result: Result<(), ClientError> = (|| {
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -491,9 +561,13 @@ fn drive(
                 let Some((due, kind)) = schedule.pop_due(now(), &mut rng, waiting.is_some()) else {
                     break;
                 };
+                let mut written = None;
                 let packet = match kind {
                     ClientSend::Real => match waiting.take() {
-                        Some(p) => p,
+                        Some(q) => {
+                            written = q.written;
+                            q.packet
+                        }
                         None => continue,
                     },
                     ClientSend::Loop => {
@@ -506,7 +580,7 @@ fn drive(
                             }
                         };
                         if let Some((id, route, total)) = b.loop_id {
-                            c.loops.sent(id, route, total + LOOP_DEADLINE);
+                            c.loops.sent(id, route, total);
                         }
                         b.packet
                     }
@@ -519,6 +593,9 @@ fn drive(
                     },
                 };
                 handle.block_on(c.send_packet_now(&packet))?;
+                if let Some(w) = written {
+                    let _ = w.send(());
+                }
                 let t = Instant::now();
                 {
                     let mut times = lock(&shared.send_times);
@@ -556,6 +633,7 @@ mod tests {
         t.sent(id1, vec![a, b], Duration::from_secs(5));
         t.sent(id2, vec![a], Duration::ZERO);
         assert!(t.returned(&msg1));
+        assert!(t.avoided().is_empty());
         assert!(
             t.returned(&msg1),
             "a late copy is still ours, not the app's"
@@ -569,7 +647,11 @@ mod tests {
             !other.returned(&msg1),
             "another client's loop is a message to us"
         );
-        t.expire(Instant::now() + Duration::from_millis(1));
+        // past LOOP_LATE: judged lost for route choice only
+        t.expire(Instant::now() + LOOP_LATE + Duration::from_millis(1));
+        assert_eq!(t.stats().lost, 0);
+        assert_eq!(lock(&t.health).0.len(), 2, "one return, one late loop");
+        t.expire(Instant::now() + LOOP_DEADLINE + Duration::from_millis(1));
         let s = t.stats();
         assert_eq!((s.sent, s.returned, s.lost, s.stale), (2, 1, 1, 1));
         assert_eq!(s.per_relay[&a], (2, 1));

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -191,7 +192,7 @@ pub struct Client {
     send: Mutex<quinn::SendStream>,
     incoming: Mutex<mpsc::Receiver<Vec<u8>>>,
     /// Set while cover traffic runs: real packets wait here for a payload slot.
-    cover_queue: std::sync::OnceLock<mpsc::Sender<Packet>>,
+    cover_queue: std::sync::OnceLock<mpsc::Sender<cover::Queued>>,
     /// Set while cover traffic runs: messages for the thread that builds real packets.
     real_jobs: std::sync::OnceLock<mpsc::Sender<cover::BuildJob>>,
     loops: Arc<cover::LoopTracker>,
@@ -352,6 +353,12 @@ impl Client {
         self.address
     }
 
+    /// The mixes this client's real packets and SURBs route around: those its loop cover
+    /// found dead ([`lethe_proto::RelayHealth`]). Empty while cover traffic does not run.
+    pub fn avoided_relays(&self) -> BTreeSet<NodeId> {
+        self.loops.avoided()
+    }
+
     /// The current topology (fetched at connect, refreshed every 30 s).
     pub fn topology(&self) -> Arc<Topology> {
         self.topology
@@ -373,7 +380,13 @@ impl Client {
     /// Wrap `msg` for `to`: route entry gateway (ours), a mix of each layer, the recipient's
     /// gateway; exponential delays at the mixes with the network's mean.
     pub fn build(&self, to: &ClientAddress, msg: &[u8]) -> Result<Outgoing, ClientError> {
-        build_outgoing(&self.topology(), self.address.gateway, to, msg)
+        build_outgoing(
+            &self.topology(),
+            self.address.gateway,
+            &self.avoided_relays(),
+            to,
+            msg,
+        )
     }
 
     /// Put one packet on the link to the gateway: at once, or, while cover traffic runs, in
@@ -381,9 +394,32 @@ impl Client {
     pub async fn send_packet(&self, packet: &Packet) -> Result<(), ClientError> {
         match self.cover_queue.get() {
             Some(q) => q
-                .send(packet.clone())
+                .send(cover::Queued {
+                    packet: packet.clone(),
+                    written: None,
+                })
                 .await
                 .map_err(|_| ClientError::Closed),
+            None => self.send_packet_now(packet).await,
+        }
+    }
+
+    /// Like [`Client::send_packet`], but return only once the packet is on the link: while
+    /// cover traffic runs, after it left in a payload slot. A sender that waits for this
+    /// keeps at most one packet in the queue, so what it sends next (acknowledgements,
+    /// SURBs) is never older than one slot's wait.
+    pub async fn send_packet_written(&self, packet: &Packet) -> Result<(), ClientError> {
+        match self.cover_queue.get() {
+            Some(q) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                q.send(cover::Queued {
+                    packet: packet.clone(),
+                    written: Some(tx),
+                })
+                .await
+                .map_err(|_| ClientError::Closed)?;
+                rx.await.map_err(|_| ClientError::Closed)
+            }
             None => self.send_packet_now(packet).await,
         }
     }
@@ -484,6 +520,7 @@ impl Client {
 pub(crate) fn build_outgoing(
     topology: &Topology,
     gateway: NodeId,
+    avoid: &BTreeSet<NodeId>,
     to: &ClientAddress,
     msg: &[u8],
 ) -> Result<Outgoing, ClientError> {
@@ -495,7 +532,7 @@ pub(crate) fn build_outgoing(
     }
     let mut rng = rand::rng();
     let epoch = topology.epoch_at(lethe_net::unix_now());
-    let route = topology.choose_route(&mut rng, &gateway, &to.gateway, epoch)?;
+    let route = topology.choose_route_avoiding(&mut rng, &gateway, &to.gateway, epoch, avoid)?;
     let delays = topology.route_delays(&mut rng, route.len());
     let packet = build_packet(&mut rng, &route, to.client, &delays, msg)?;
     Ok(Outgoing {

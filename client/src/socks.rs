@@ -4,10 +4,25 @@
 //! Each accepted TCP connection becomes one stream (random [`StreamId`]) to the exit. The
 //! proxy's chunks travel in forward packets; each carries fresh SURBs (route: the exit's
 //! gateway, a mix of each layer, our own gateway) so the exit can answer without knowing who
-//! we are. The proxy keeps each SURB's key by its id until the reply comes or it expires,
-//! estimates how many SURBs the exit still holds for a stream (sent minus chunks received)
-//! and tops it up with ack-only chunks. SURB and packet creation (about 0.65 ms each) run
-//! on the blocking pool, a chunk's SURBs in one batch.
+//! we are. The proxy keeps each SURB's key by its id until the reply comes or it expires.
+//!
+//! **SURB supply.** For each stream the proxy estimates how many SURBs the exit still holds
+//! (sent minus chunks received) and tops it up with ack-only chunks to a target: [`MIN_SURBS`]
+//! plus the chunks the exit sent in the last second (the observed reply demand), at most
+//! [`SocksConfig::surb_target`]. An idle stream so keeps only a few SURBs at the exit, a busy
+//! one enough for its window. After a silence the proxy assumes its SURBs were lost and
+//! sends fresh ones (after 1 s, then 2, 4... up to 30 s).
+//!
+//! **Sharing the payload slots.** While cover traffic runs, a stream sends its next packet
+//! only when the previous one left in a payload slot ([`Client::send_packet_written`]). So
+//! the slots are shared out among the streams in turn, every packet carries as many SURBs
+//! as fit, and acks never wait behind a long queue (which would inflate the exit's RTT
+//! estimate and make it retransmit for nothing).
+//!
+//! **Dead relays.** Routes for forward packets and SURBs leave out the mixes the client's
+//! loop cover found dead ([`Client::avoided_relays`]); the exit uses the newest SURBs first.
+//!
+//! SURB and packet creation run on the blocking pool, a chunk's SURBs in one batch.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,7 +59,8 @@ pub struct SocksConfig {
     pub exit: ClientAddress,
     /// Most TCP connections served at once.
     pub max_connections: usize,
-    /// SURBs to keep at the exit per stream.
+    /// Most SURBs to keep at the exit per stream (the target grows from [`MIN_SURBS`] with
+    /// the reply demand up to this).
     pub surb_target: usize,
     /// How long a SURB's key is kept waiting for its reply.
     pub surb_ttl: Duration,
@@ -259,7 +275,8 @@ async fn connection(
         stream: id,
         keys: keys.clone(),
         held: 0,
-        target: cfg.surb_target as i64,
+        max_target: cfg.surb_target as i64,
+        demand: Demand::new(now),
         ttl: cfg.surb_ttl,
         max_keys: cfg.max_keys,
         stall: STALL,
@@ -277,6 +294,55 @@ async fn connection(
 /// (doubling up to [`MAX_STALL`]).
 const STALL: Duration = Duration::from_secs(1);
 const MAX_STALL: Duration = Duration::from_secs(30);
+/// SURBs the proxy keeps at the exit for a stream that receives nothing: enough for the
+/// exit's answer to `Open` and the first chunks of data.
+pub const MIN_SURBS: usize = 8;
+/// The reply demand is measured over this long: the SURB target is [`MIN_SURBS`] plus the
+/// chunks the exit sent in that time (up to [`SocksConfig::surb_target`]).
+const DEMAND_WINDOW: Duration = Duration::from_secs(1);
+
+/// Chunks received from the exit in the recent past, in buckets of a tenth of
+/// [`DEMAND_WINDOW`].
+struct Demand {
+    buckets: [u32; 10],
+    /// Index of the bucket that ends last, and when it started.
+    head: usize,
+    head_start: Instant,
+}
+
+impl Demand {
+    fn new(now: Instant) -> Self {
+        Demand {
+            buckets: [0; 10],
+            head: 0,
+            head_start: now,
+        }
+    }
+
+    fn advance(&mut self, now: Instant) {
+        let width = DEMAND_WINDOW / 10;
+        let mut steps = 0;
+        while now.duration_since(self.head_start) >= width && steps < 10 {
+            self.head = (self.head + 1) % 10;
+            self.buckets[self.head] = 0;
+            self.head_start += width;
+            steps += 1;
+        }
+        if steps == 10 {
+            self.head_start = now;
+        }
+    }
+
+    fn add(&mut self, now: Instant) {
+        self.advance(now);
+        self.buckets[self.head] = self.buckets[self.head].saturating_add(1);
+    }
+
+    fn recent(&mut self, now: Instant) -> u32 {
+        self.advance(now);
+        self.buckets.iter().sum()
+    }
+}
 
 struct ProxyTransport {
     client: Arc<Client>,
@@ -285,11 +351,21 @@ struct ProxyTransport {
     keys: Keys,
     /// Estimate of the SURBs the exit holds for this stream.
     held: i64,
-    target: i64,
+    /// Most SURBs to keep at the exit.
+    max_target: i64,
+    demand: Demand,
     ttl: Duration,
     max_keys: usize,
     stall: Duration,
     next_stall: Instant,
+}
+
+impl ProxyTransport {
+    /// SURBs to keep at the exit now: a few, plus what the exit used lately.
+    fn target(&mut self, now: Instant) -> i64 {
+        let recent = i64::from(self.demand.recent(now));
+        (MIN_SURBS as i64 + recent).min(self.max_target)
+    }
 }
 
 impl Transport for ProxyTransport {
@@ -300,6 +376,7 @@ impl Transport for ProxyTransport {
     fn on_chunk(&mut self, _chunk: &mut Chunk, now: Instant) {
         // Every chunk from the exit came in one of our SURBs.
         self.held -= 1;
+        self.demand.add(now);
         self.stall = STALL;
         self.next_stall = now + STALL;
     }
@@ -310,7 +387,7 @@ impl Transport for ProxyTransport {
             self.stall = (self.stall * 2).min(MAX_STALL);
             self.next_stall = now + self.stall;
         }
-        self.held + 4 <= self.target && lock(&self.keys).len() < self.max_keys
+        self.held + 4 <= self.target(now) && lock(&self.keys).len() < self.max_keys
     }
 
     fn next_extra(&self) -> Option<Instant> {
@@ -319,7 +396,8 @@ impl Transport for ProxyTransport {
 
     async fn transmit(&mut self, mut chunk: Chunk) -> Result<(), PipeError> {
         let room = MAX_MESSAGE_LEN.saturating_sub(chunk.encoded_len()) / SURB_SIZE;
-        let want = usize::try_from((self.target - self.held).max(0)).unwrap_or(0);
+        let target = self.target(Instant::now());
+        let want = usize::try_from((target - self.held).max(0)).unwrap_or(0);
         let held_keys = lock(&self.keys).len();
         let n = if held_keys >= self.max_keys {
             0
@@ -334,10 +412,16 @@ impl Transport for ProxyTransport {
                 let topology = client.topology();
                 let epoch = topology.epoch_at(lethe_net::unix_now());
                 let me = client.address();
+                let avoid = client.avoided_relays();
                 let mut keys = Vec::with_capacity(n);
                 for _ in 0..n {
-                    let route =
-                        topology.choose_route(&mut rng, &exit.gateway, &me.gateway, epoch)?;
+                    let route = topology.choose_route_avoiding(
+                        &mut rng,
+                        &exit.gateway,
+                        &me.gateway,
+                        epoch,
+                        &avoid,
+                    )?;
                     let delays = topology.route_delays(&mut rng, route.len());
                     let (surb, key) = Surb::create(&mut rng, &route, me.client, &delays)?;
                     chunk.surbs.push(surb.to_bytes());
@@ -362,7 +446,10 @@ impl Transport for ProxyTransport {
                 self.held += 1;
             }
         }
-        self.client.send_packet(&packet).await?;
+        // Wait until the packet is on the link: while cover traffic runs, a stream has at
+        // most one packet waiting for a payload slot, so its acks and SURBs are never stale
+        // and the streams share the slots.
+        self.client.send_packet_written(&packet).await?;
         Ok(())
     }
 }

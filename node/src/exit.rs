@@ -607,7 +607,9 @@ impl Transport for ExitTransport {
 
     async fn transmit(&mut self, chunk: Chunk) -> Result<(), PipeError> {
         let msg = chunk.encode()?;
-        while let Some(bytes) = self.pool.pop_front() {
+        // Newest first: the client chose the latest SURBs' routes knowing most (a relay it
+        // found dead is in none of them); older ones are used when the new are gone.
+        while let Some(bytes) = self.pool.pop_back() {
             // A SURB that does not start at our gateway could not be sent anyway.
             let Ok(surb) = Surb::from_bytes(&bytes) else {
                 continue;

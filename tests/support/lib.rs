@@ -199,9 +199,18 @@ impl LocalNet {
     /// Send SIGTERM to a node and wait (up to 15 s) for it to exit; returns its status when
     /// it was a child of this test (restarted), else whether it exited.
     pub fn stop_node(&mut self, name: &str) -> Result<Option<ExitStatus>> {
+        self.signal_node(name, "TERM")
+    }
+
+    /// Kill a node with SIGKILL, as a crash or a pulled plug would: no draining, no goodbye.
+    pub fn kill_node(&mut self, name: &str) -> Result<Option<ExitStatus>> {
+        self.signal_node(name, "KILL")
+    }
+
+    fn signal_node(&mut self, name: &str, signal: &str) -> Result<Option<ExitStatus>> {
         let pid = self.node(name).pid;
         Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([&format!("-{signal}"), &pid.to_string()])
             .status()?;
         let deadline = Instant::now() + Duration::from_secs(15);
         if let Some(mut child) = self.children.remove(name) {
