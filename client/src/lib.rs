@@ -404,24 +404,30 @@ impl Client {
         }
     }
 
-    /// Like [`Client::send_packet`], but return only once the packet is on the link: while
-    /// cover traffic runs, after it left in a payload slot. A sender that waits for this
-    /// keeps at most one packet in the queue, so what it sends next (acknowledgements,
-    /// SURBs) is never older than one slot's wait.
-    pub async fn send_packet_written(&self, packet: &Packet) -> Result<(), ClientError> {
+    /// Like [`Client::send_packet`], and also return a receiver that completes once the
+    /// packet is on the link: while cover traffic runs, after it left in a payload slot (at
+    /// once otherwise; it reports closed if the packet never left). A sender that waits on
+    /// these keeps only a few packets in the queue, so what it sends next (acknowledgements,
+    /// SURBs) is never older than a few slots' wait.
+    pub async fn send_packet_tracked(
+        &self,
+        packet: &Packet,
+    ) -> Result<tokio::sync::oneshot::Receiver<()>, ClientError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         match self.cover_queue.get() {
-            Some(q) => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                q.send(cover::Queued {
+            Some(q) => q
+                .send(cover::Queued {
                     packet: packet.clone(),
                     written: Some(tx),
                 })
                 .await
-                .map_err(|_| ClientError::Closed)?;
-                rx.await.map_err(|_| ClientError::Closed)
+                .map_err(|_| ClientError::Closed)?,
+            None => {
+                self.send_packet_now(packet).await?;
+                let _ = tx.send(());
             }
-            None => self.send_packet_now(packet).await,
         }
+        Ok(rx)
     }
 
     /// Real packets waiting for a payload slot (0 when cover traffic does not run).

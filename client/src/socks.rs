@@ -13,8 +13,8 @@
 //! one enough for its window. After a silence the proxy assumes its SURBs were lost and
 //! sends fresh ones (after 1 s, then 2, 4... up to 30 s).
 //!
-//! **Sharing the payload slots.** While cover traffic runs, a stream sends its next packet
-//! only when the previous one left in a payload slot ([`Client::send_packet_written`]). So
+//! **Sharing the payload slots.** While cover traffic runs, a stream has at most
+//! [`QUEUED_PER_STREAM`] packets waiting for payload slots ([`Client::send_packet_tracked`]):
 //! the slots are shared out among the streams in turn, every packet carries as many SURBs
 //! as fit, and acks never wait behind a long queue (which would inflate the exit's RTT
 //! estimate and make it retransmit for nothing).
@@ -48,7 +48,7 @@ use crate::{Client, ClientError};
 
 /// The exit's sending window (chunks in flight): the proxy keeps about this many SURBs, plus
 /// a margin, at the exit for each stream.
-pub const EXIT_WINDOW: usize = 48;
+pub const EXIT_WINDOW: usize = 96;
 
 /// Tuning of the proxy.
 #[derive(Clone, Debug)]
@@ -281,6 +281,7 @@ async fn connection(
         max_keys: cfg.max_keys,
         stall: STALL,
         next_stall: now + STALL,
+        queued: Default::default(),
     };
     let end = pipe.run(&mut transport, Some(tcp), rx).await;
     debug!(?end, "SOCKS stream ended");
@@ -294,6 +295,9 @@ async fn connection(
 /// (doubling up to [`MAX_STALL`]).
 const STALL: Duration = Duration::from_secs(1);
 const MAX_STALL: Duration = Duration::from_secs(30);
+/// Most packets of one stream waiting for payload slots at once: two, so that the next is
+/// built while the previous waits and no slot passes for want of one.
+pub const QUEUED_PER_STREAM: usize = 2;
 /// SURBs the proxy keeps at the exit for a stream that receives nothing: enough for the
 /// exit's answer to `Open` and the first chunks of data.
 pub const MIN_SURBS: usize = 8;
@@ -358,6 +362,8 @@ struct ProxyTransport {
     max_keys: usize,
     stall: Duration,
     next_stall: Instant,
+    /// This stream's packets still waiting for a payload slot.
+    queued: std::collections::VecDeque<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl ProxyTransport {
@@ -446,10 +452,16 @@ impl Transport for ProxyTransport {
                 self.held += 1;
             }
         }
-        // Wait until the packet is on the link: while cover traffic runs, a stream has at
-        // most one packet waiting for a payload slot, so its acks and SURBs are never stale
-        // and the streams share the slots.
-        self.client.send_packet_written(&packet).await?;
+        // While cover traffic runs, a stream keeps at most QUEUED_PER_STREAM packets waiting
+        // for payload slots, so its acks and SURBs are never stale and the streams share
+        // the slots.
+        while self.queued.len() >= QUEUED_PER_STREAM {
+            if let Some(oldest) = self.queued.pop_front() {
+                oldest.await.map_err(|_| ClientError::Closed)?;
+            }
+        }
+        let written = self.client.send_packet_tracked(&packet).await?;
+        self.queued.push_back(written);
         Ok(())
     }
 }
