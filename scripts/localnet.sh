@@ -24,6 +24,9 @@
 #                       mean ms between a client's payload, loop and drop sends (defaults
 #                       5, 200, 200: a faster payload stream than the network default of
 #                       20 ms, so local SOCKS downloads are quick; 0 turns a stream off)
+#   LETHE_COVER_MIX_LOOP_MS
+#                       mean ms between each mix's own loops (default 1000, the network
+#                       default; 0 turns them off)
 #   LETHE_NODE_ARGS     extra arguments for every relay's and the exit's `lethe-node run` (tests use
 #                       --unsafe-logging to see everything a relay could log)
 set -euo pipefail
@@ -36,6 +39,7 @@ EPOCH=${LETHE_EPOCH_SECS:-3600}
 COVER_PAYLOAD=${LETHE_COVER_PAYLOAD_MS:-5}
 COVER_LOOP=${LETHE_COVER_LOOP_MS:-200}
 COVER_DROP=${LETHE_COVER_DROP_MS:-200}
+COVER_MIX_LOOP=${LETHE_COVER_MIX_LOOP_MS:-1000}
 AUTHS=(10 13 14)
 THRESHOLD=2
 DIRECTORY="http://$PREFIX.10:8000"
@@ -91,7 +95,7 @@ start() {
     key=$("$BIN/lethe-node" init --dir "$dir/$name" --role authority --listen "$PREFIX.$a:8000" \
       --network localnet --mean-delay-ms "$MEAN" --max-delay-ms "$MAX" --epoch-secs "$EPOCH" \
       --cover-payload-mean-ms "$COVER_PAYLOAD" --cover-loop-mean-ms "$COVER_LOOP" \
-      --cover-drop-mean-ms "$COVER_DROP" \
+      --cover-drop-mean-ms "$COVER_DROP" --cover-mix-loop-mean-ms "$COVER_MIX_LOOP" \
       --threshold "$THRESHOLD" "${peer_args[@]}" 2>/dev/null) || die "init of $name failed"
     "$BIN/lethe-node" run --dir "$dir/$name" >> "$dir/$name/node.log" 2>&1 &
     echo "$! $name" >> "$dir/pids"

@@ -1,13 +1,14 @@
 //! Mixing strategies end to end, on real `lethe-node` processes over QUIC on loopback:
 //! batch rounds still deliver, the live anonymity estimate (`lethe_anonymity_bits`) follows
-//! the traffic, and the anonymity floor keeps it up when clients are silent.
+//! the traffic, the anonymity floor keeps it up when clients are silent, and mixes send
+//! their own loops at the rate the directory publishes.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use lethe_client::Client;
-use lethe_tests::{close_pair, network_and_pair};
+use lethe_tests::{LocalNet, close_pair, network_and_pair};
 
 const MIXES: [&str; 6] = ["mix-1a", "mix-1b", "mix-2a", "mix-2b", "mix-3a", "mix-3b"];
 
@@ -172,4 +173,55 @@ async fn the_estimate_follows_traffic_and_the_floor_holds_it_up() {
     assert!(loaded > 1.0, "a burst must raise the estimate: {loaded}");
     println!("floor test took {:?}", started.elapsed());
     close_pair(alice, bob).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixes_send_loops_at_the_rate_the_directory_publishes() {
+    // The authorities publish a mix loop every 100 ms on average; no mix has a cover
+    // setting of its own (the harness leaves cover.loop_rate_per_sec at 0).
+    let net = tokio::task::spawn_blocking(|| {
+        LocalNet::start_with_env("127.83.0", 5, &[("LETHE_COVER_MIX_LOOP_MS", "100")])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let loops = "lethe_cover_sent_total{kind=\"loop\"}";
+    // Each mix starts once its topology lists every layer.
+    for m in MIXES {
+        net.wait_metric(m, loops, Duration::from_secs(30), |v| v > 0.0)
+            .await
+            .unwrap_or_else(|e| panic!("{m} sent no loop at the directory's rate: {e}"));
+    }
+    let before: Vec<f64> = mix_metrics(&net, loops).await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after: Vec<f64> = mix_metrics(&net, loops).await;
+    let secs = t0.elapsed().as_secs_f64();
+    for (i, m) in MIXES.iter().enumerate() {
+        let rate = (after[i] - before[i]) / secs;
+        println!("{m}: {rate:.1} loops/s (published: 10)");
+        // A Poisson count over about 4 s at 10/s is 40 +- 6.3: [15, 80] fails only if the
+        // rate is not followed (0 without it; cover.max_per_sec is 50).
+        assert!(
+            (15.0 / 4.0..=80.0 / 4.0).contains(&rate),
+            "{m}: {rate:.1} loops/s where the directory publishes 10"
+        );
+        // and they come back
+        net.wait_metric(
+            m,
+            "lethe_cover_received_total",
+            Duration::from_secs(10),
+            |v| v > 0.0,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{m}: no loop came back: {e}"));
+    }
+}
+
+async fn mix_metrics(net: &LocalNet, metric: &str) -> Vec<f64> {
+    let mut v = Vec::new();
+    for m in MIXES {
+        v.push(net.metric(m, metric).await);
+    }
+    v
 }

@@ -121,11 +121,12 @@ pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Re
         &opts.prefix,
         &[
             ("LETHE_MEAN_DELAY_MS", opts.mean_delay_ms.to_string()),
-            // Only the bench's own clients load the network: the local SOCKS proxy sends no
-            // cover.
+            // Only the bench's own clients load the network: neither the local SOCKS proxy
+            // nor the mixes send cover.
             ("LETHE_COVER_PAYLOAD_MS", "0".to_string()),
             ("LETHE_COVER_LOOP_MS", "0".to_string()),
             ("LETHE_COVER_DROP_MS", "0".to_string()),
+            ("LETHE_COVER_MIX_LOOP_MS", "0".to_string()),
         ],
     )?;
     let gateways: Vec<String> = json["nodes"]

@@ -374,6 +374,8 @@ async fn one_delay(
             ("LETHE_COVER_PAYLOAD_MS", payload.to_string()),
             ("LETHE_COVER_LOOP_MS", lp.to_string()),
             ("LETHE_COVER_DROP_MS", dr.to_string()),
+            // Mixes' own loops off, as in the runs BENCHMARKS.md records.
+            ("LETHE_COVER_MIX_LOOP_MS", "0".to_string()),
         ],
     )?;
     let proxy = json["socks"]

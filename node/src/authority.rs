@@ -168,6 +168,7 @@ impl AuthorityState {
                     payload_mean_ms: self.params.cover_payload_mean_ms,
                     loop_mean_ms: self.params.cover_loop_mean_ms,
                     drop_mean_ms: self.params.cover_drop_mean_ms,
+                    mix_loop_mean_ms: self.params.cover_mix_loop_mean_ms,
                 },
                 nodes: nodes.into_iter().map(|(_, d, _)| d).collect(),
             };

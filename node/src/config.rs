@@ -56,8 +56,9 @@ pub struct NodeConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CoverSection {
-    /// Mean rate of the mix's own loop packets, a Poisson stream (default 0: none). Mixes
-    /// only.
+    /// Mean rate of the mix's own loop packets, a Poisson stream. Default 0: follow the rate
+    /// the directory publishes for every mix (`authority.cover_mix_loop_mean_ms`); a mix
+    /// with a rate of its own stands out among its layer. Mixes only.
     pub loop_rate_per_sec: f64,
     /// Most cover packets the relay builds per second, loops, floor and batch top-ups
     /// together (default 50, bursts of as many). Each costs 0.5 to 1 ms of one core, so
@@ -275,6 +276,9 @@ pub struct AuthoritySection {
     pub cover_loop_mean_ms: u64,
     /// Clients' drop cover stream: mean ms between drop packets (default 200; 0 = off).
     pub cover_drop_mean_ms: u64,
+    /// Each mix's own loop cover: mean ms between loops (default 1000; 0 = off). Mixes
+    /// follow it unless their `cover.loop_rate_per_sec` overrides it.
+    pub cover_mix_loop_mean_ms: u64,
 }
 
 impl Default for AuthoritySection {
@@ -290,6 +294,7 @@ impl Default for AuthoritySection {
             cover_payload_mean_ms: 20,
             cover_loop_mean_ms: 200,
             cover_drop_mean_ms: 200,
+            cover_mix_loop_mean_ms: 1000,
         }
     }
 }
@@ -505,6 +510,7 @@ impl NodeConfig {
             ("authority.cover_payload_mean_ms", a.cover_payload_mean_ms),
             ("authority.cover_loop_mean_ms", a.cover_loop_mean_ms),
             ("authority.cover_drop_mean_ms", a.cover_drop_mean_ms),
+            ("authority.cover_mix_loop_mean_ms", a.cover_mix_loop_mean_ms),
         ] {
             // Three streams at 2 ms are 1500 packets a second from every client, under the
             // gateways' default per-client limit of 2000; anything faster is a typo.
@@ -547,6 +553,9 @@ mod tests {
             // and survive a round trip
             assert_eq!(NodeConfig::parse(&cfg.to_toml().unwrap()).unwrap(), cfg);
         }
+        let a = NodeConfig::parse(&fixture("authority.toml")).unwrap();
+        assert_eq!(a.authority.cover_mix_loop_mean_ms, 500);
+        assert_eq!(AuthoritySection::default().cover_mix_loop_mean_ms, 1000);
         let m = NodeConfig::parse(&fixture("minimal-mix.toml")).unwrap();
         assert_eq!(m.replay, ReplaySection::default());
         assert_eq!(m.directory.threshold, 1);

@@ -101,6 +101,9 @@ enum Cmd {
         /// Authority: clients' drop cover stream, mean ms between sends (0 = off).
         #[arg(long, default_value_t = 200)]
         cover_drop_mean_ms: u64,
+        /// Authority: each mix's loop cover stream, mean ms between loops (0 = off).
+        #[arg(long, default_value_t = 1000)]
+        cover_mix_loop_mean_ms: u64,
     },
     /// Run the node until SIGTERM or Ctrl-C.
     Run {
@@ -150,6 +153,7 @@ fn main() -> anyhow::Result<()> {
             cover_payload_mean_ms,
             cover_loop_mean_ms,
             cover_drop_mean_ms,
+            cover_mix_loop_mean_ms,
             gateway,
             allow,
         } => {
@@ -217,6 +221,7 @@ fn main() -> anyhow::Result<()> {
                     cover_payload_mean_ms,
                     cover_loop_mean_ms,
                     cover_drop_mean_ms,
+                    cover_mix_loop_mean_ms,
                     threshold: if role == NodeRole::Authority {
                         threshold
                     } else {

@@ -790,7 +790,8 @@ async fn scheduler(
     }
 }
 
-/// A mix's own cover: a Poisson stream of loops (`cover.loop_rate_per_sec`), plus, on the
+/// A mix's own cover: a Poisson stream of loops (at the rate the directory publishes,
+/// `authority.cover_mix_loop_mean_ms`, unless `cover.loop_rate_per_sec` overrides it), plus, on the
 /// scheduler's request, floor cover while the pool is below `mixing.min_anonymity_bits`
 /// (a Poisson stream at `cover.max_per_sec`) and the packets a short batch round lacks. All
 /// of it shares one budget of `cover.max_per_sec` (bursts of as many, or of one round).
@@ -815,7 +816,17 @@ fn cover_worker(
         .max_per_sec
         .max(shared.cfg.mixing.batch_min_packets as f64);
     let mut budget = TokenBucket::new(c.max_per_sec, burst, shared.now());
-    let loop_rate = c.loop_rate_per_sec;
+    // The local override, or the directory's rate (followed as it changes).
+    let current_loop_rate = || {
+        if c.loop_rate_per_sec > 0.0 {
+            c.loop_rate_per_sec
+        } else {
+            shared
+                .topology()
+                .map_or(0.0, |t| t.body().cover.mix_loop_rate())
+        }
+    };
+    let mut loop_rate = current_loop_rate();
     let mut next_loop = (loop_rate > 0.0).then(|| Instant::now() + gap(&mut rng, loop_rate));
     let mut floor_on = false;
     let mut next_floor: Option<Instant> = None;
@@ -839,6 +850,11 @@ fn cover_worker(
                 }
                 CoverRequest::Round(n) => round_wanted = n,
             }
+        }
+        let rate = current_loop_rate();
+        if rate != loop_rate {
+            loop_rate = rate;
+            next_loop = (rate > 0.0).then(|| Instant::now() + gap(&mut rng, rate));
         }
         // Loops and floor cover stop at shutdown; round top-ups go on so the last rounds
         // can still leave during the grace period.

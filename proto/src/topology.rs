@@ -222,9 +222,9 @@ pub struct TopologyBody {
     pub nodes: Vec<SignedDescriptor>,
 }
 
-/// The network-wide rates of the three Loopix client streams, as mean gaps between sends in
-/// milliseconds (0 turns a stream off). Every client uses the same values, so every client
-/// looks alike on the wire.
+/// The network-wide cover rates, as mean gaps between sends in milliseconds (0 turns a
+/// stream off): the three Loopix client streams, and each mix's own loop stream. Every
+/// client (and every mix) uses the same values, so they all look alike on the wire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoverParams {
@@ -234,6 +234,10 @@ pub struct CoverParams {
     pub loop_mean_ms: u64,
     /// Drop stream: a packet discarded at a random gateway.
     pub drop_mean_ms: u64,
+    /// Each mix's loop stream: a packet through the following layers, a gateway and the
+    /// preceding layers back to the mix itself. Absent from older documents (then 0).
+    #[serde(default)]
+    pub mix_loop_mean_ms: u64,
 }
 
 impl CoverParams {
@@ -242,7 +246,16 @@ impl CoverParams {
         *self == CoverParams::default()
     }
 
-    /// The rates in sends per second.
+    /// A mix's loop rate in sends per second (0 when off).
+    pub fn mix_loop_rate(&self) -> f64 {
+        if self.mix_loop_mean_ms == 0 {
+            0.0
+        } else {
+            1000.0 / self.mix_loop_mean_ms as f64
+        }
+    }
+
+    /// The client rates in sends per second.
     pub fn rates(&self) -> ClientRates {
         let rate = |ms: u64| if ms == 0 { 0.0 } else { 1000.0 / ms as f64 };
         ClientRates {
@@ -630,6 +643,30 @@ pub(crate) mod tests {
         assert!(d.iter().all(|x| *x <= t.max_delay()));
         // no node has a key for epoch 2: no route
         assert!(t.choose_route(&mut rng, &g1, &g2, 2).is_err());
+    }
+
+    #[test]
+    fn cover_params_of_older_documents_have_no_mix_loops() {
+        let old: CoverParams =
+            serde_json::from_str(r#"{"payload_mean_ms":20,"loop_mean_ms":200,"drop_mean_ms":200}"#)
+                .unwrap();
+        assert_eq!(old.mix_loop_mean_ms, 0);
+        assert_eq!(old.mix_loop_rate(), 0.0);
+        let new = CoverParams {
+            mix_loop_mean_ms: 250,
+            ..old
+        };
+        assert_eq!(new.mix_loop_rate(), 4.0);
+        let back: CoverParams =
+            serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back, new);
+        assert!(
+            !CoverParams {
+                mix_loop_mean_ms: 5,
+                ..CoverParams::default()
+            }
+            .is_off()
+        );
     }
 
     #[test]

@@ -119,11 +119,12 @@ impl LocalNet {
             .env("LETHE_BIN_DIR", bin_dir())
             .env("LETHE_PREFIX", prefix)
             .env("LETHE_MEAN_DELAY_MS", mean_delay_ms.to_string())
-            // No client cover unless a test asks for it (`env` wins): most tests count
-            // packets and need a network that carries only theirs.
+            // No client or mix cover unless a test asks for it (`env` wins): most tests
+            // count packets and need a network that carries only theirs.
             .env("LETHE_COVER_PAYLOAD_MS", "0")
             .env("LETHE_COVER_LOOP_MS", "0")
             .env("LETHE_COVER_DROP_MS", "0")
+            .env("LETHE_COVER_MIX_LOOP_MS", "0")
             .envs(env.iter().copied())
             .output()?;
         if !out.status.success() {
