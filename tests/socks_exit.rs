@@ -264,6 +264,7 @@ fn a_transfer_survives_a_mix_killed_for_good() {
             ("LETHE_COVER_PAYLOAD_MS", "5"),
             ("LETHE_COVER_LOOP_MS", "100"),
             ("LETHE_COVER_DROP_MS", "200"),
+            ("RUST_LOG", "warn,lethe_client::cover=debug"),
         ],
     )
     .unwrap();
@@ -287,6 +288,11 @@ fn a_transfer_survives_a_mix_killed_for_good() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let victim = net.node("mix-2a").id.clone();
+    eprintln!(
+        "killing mix-2a ({}) at {:?}",
+        &victim[..12],
+        std::time::SystemTime::now()
+    );
     net.kill_node("mix-2a").unwrap();
     let killed_at = Instant::now();
     let f = fetch.join().unwrap();
@@ -301,14 +307,28 @@ fn a_transfer_survives_a_mix_killed_for_good() {
         rate(f.body.len(), f.elapsed),
         killed_at.elapsed().as_secs_f64()
     );
-    // the proxy said which relay it routes around: the dead one
+    // the proxy said which relay it routes around: the dead one, and never a live mix
     let log = std::fs::read_to_string(&net.socks_log).unwrap_or_default();
-    let line = log
+    let lines: Vec<&str> = log
         .lines()
-        .find(|l| l.contains("routing real packets around"))
-        .unwrap_or_else(|| panic!("the proxy never avoided a relay:\n{log}"));
+        .filter(|l| l.contains("routing around relays"))
+        .collect();
+    for l in &lines {
+        eprintln!("proxy: {l}");
+    }
     assert!(
-        line.contains(&victim[..12]),
-        "avoided the wrong relay (mix-2a is {victim}): {line}"
+        lines.iter().any(|l| l.contains(&victim[..12])),
+        "the proxy never avoided mix-2a ({victim}):\n{log}"
     );
+    for n in net
+        .nodes
+        .iter()
+        .filter(|n| n.role == "mix" && n.name != "mix-2a")
+    {
+        assert!(
+            !lines.iter().any(|l| l.contains(&n.id[..12])),
+            "the proxy avoided {}, which is alive:\n{log}",
+            n.name
+        );
+    }
 }

@@ -14,7 +14,11 @@
 //! time than another.
 //!
 //! Loops that do not come back within [`LOOP_DEADLINE`] are counted as lost against every
-//! relay on their route ([`LoopStats`]): a relay that drops packets shows up there.
+//! relay on their route ([`LoopStats`]): a relay that drops packets shows up there. For
+//! route choice a loop counts as lost sooner ([`LOOP_LATE`]): [`lethe_proto::RelayHealth`]
+//! names the mixes whose loops are lost while others' return, and the client's real
+//! packets, SURBs and drop cover then route around them ([`Client::avoided_relays`]);
+//! loops keep crossing every relay.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
@@ -36,9 +40,14 @@ use crate::{Client, ClientError};
 pub const COVER_MESSAGE_LEN: usize = 64;
 /// A loop not back after this long (on top of its own hop delays) is counted as lost.
 pub const LOOP_DEADLINE: Duration = Duration::from_secs(20);
-/// For route choice ([`RelayHealth`]) a loop not back after this long (on top of its own
-/// hop delays) already counts as lost; if it comes back later, it counts as returned.
+/// For route choice ([`RelayHealth`]) a loop not back after its own hop delays plus this
+/// long (or plus the usual lateness of this client's loops and four times its deviation,
+/// if that is longer: batch mixes and busy links are slow, not dead) already counts as
+/// lost; if it comes back later, it counts as returned.
 pub const LOOP_LATE: Duration = Duration::from_secs(2);
+/// Changes of the avoided relays are logged at warn level at most this often (at debug
+/// level in between).
+const AVOID_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Real packets waiting for a payload slot; `send` waits while it is full.
 pub const REAL_QUEUE: usize = 1024;
 
@@ -58,6 +67,8 @@ struct PendingLoop {
     /// Its key in the [`RelayHealth`] record.
     key: u64,
     sent: Instant,
+    /// Its hops' delays added up.
+    total: Duration,
     /// When it counts as lost for route choice...
     late: Instant,
     judged_late: bool,
@@ -91,9 +102,64 @@ pub(crate) struct LoopTracker {
     key: [u8; 32],
     pending: Mutex<HashMap<[u8; 32], PendingLoop>>,
     stats: Mutex<LoopStats>,
-    /// Recent outcomes for route choice (times since `origin`), and the next key.
-    health: Mutex<(RelayHealth, u64)>,
+    health: Mutex<HealthState>,
     origin: Instant,
+}
+
+/// Route-choice bookkeeping of a [`LoopTracker`].
+#[derive(Default)]
+struct HealthState {
+    /// Recent outcomes (times since the tracker's origin).
+    relays: RelayHealth,
+    /// Key of the last loop sent.
+    next_key: u64,
+    /// How late returning loops are beyond their hop delays: smoothed mean and mean
+    /// deviation in seconds (as RFC 6298 smooths round-trip times).
+    lateness: Option<(f64, f64)>,
+    /// When a change was last logged at warn level.
+    last_warn: Option<Instant>,
+    /// How many times the set of avoided relays changed.
+    changes: u64,
+}
+
+impl HealthState {
+    fn late_after(&self) -> Duration {
+        let usual = self
+            .lateness
+            .map_or(0.0, |(mean, dev)| (mean + 4.0 * dev).min(60.0));
+        LOOP_LATE.max(Duration::from_secs_f64(usual))
+    }
+
+    fn note_lateness(&mut self, late: Duration) {
+        let x = late.as_secs_f64();
+        self.lateness = Some(match self.lateness {
+            None => (x, x / 2.0),
+            Some((mean, dev)) => (
+                mean + (x - mean) / 8.0,
+                dev + ((x - mean).abs() - dev) / 4.0,
+            ),
+        });
+    }
+
+    /// Say which relays are avoided now (after the set changed).
+    fn log_change(&mut self, now: Instant) {
+        self.changes += 1;
+        let names: Vec<String> = self.relays.suspects().iter().map(|n| n.short()).collect();
+        let loud = self
+            .last_warn
+            .is_none_or(|t| now.saturating_duration_since(t) >= AVOID_LOG_EVERY);
+        if names.is_empty() {
+            tracing::debug!("no relay avoided any more");
+        } else if loud {
+            self.last_warn = Some(now);
+            tracing::warn!(
+                relays = %names.join(","),
+                "routing around relays whose loops are lost"
+            );
+        } else {
+            tracing::debug!(relays = %names.join(","), "routing around relays whose loops are lost");
+        }
+    }
 }
 
 impl LoopTracker {
@@ -114,22 +180,25 @@ impl LoopTracker {
     /// Record a loop outcome for route choice; say so when the relays to avoid change.
     fn judge(&self, at: Instant, key: u64, route: &[NodeId], delivered: bool) {
         let mut h = lock(&self.health);
-        if h.0.record(self.ts(at), key, route, delivered) {
-            let names: Vec<String> = h.0.suspects().iter().map(|n| n.short()).collect();
-            if names.is_empty() {
-                tracing::info!("loops come back again: no relay avoided");
-            } else {
-                tracing::warn!(
-                    relays = %names.join(","),
-                    "routing real packets around relays whose loops are lost"
-                );
-            }
+        if h.relays.record(self.ts(at), key, route, delivered) {
+            h.log_change(at);
         }
     }
 
-    /// The relays that real packets and SURBs should avoid now.
+    /// How many times the avoided relays changed so far.
+    pub(crate) fn avoided_changes(&self) -> u64 {
+        lock(&self.health).changes
+    }
+
+    /// The relays every packet of this client should avoid now (evidence older than
+    /// [`lethe_proto::HealthConfig::window`] forgotten, also when cover has stopped).
     pub(crate) fn avoided(&self) -> BTreeSet<NodeId> {
-        lock(&self.health).0.suspects().clone()
+        let now = Instant::now();
+        let mut h = lock(&self.health);
+        if h.relays.expire(self.ts(now)) {
+            h.log_change(now);
+        }
+        h.relays.suspects().clone()
     }
 
     fn message<R: Rng + ?Sized>(&self, rng: &mut R) -> ([u8; 32], [u8; COVER_MESSAGE_LEN]) {
@@ -144,17 +213,18 @@ impl LoopTracker {
     /// A loop left; its hops' delays add up to `total`.
     fn sent(&self, id: [u8; 32], route: Vec<NodeId>, total: Duration) {
         let now = Instant::now();
-        let key = {
+        let (key, late_after) = {
             let mut h = lock(&self.health);
-            h.1 += 1;
-            h.1
+            h.next_key += 1;
+            (h.next_key, h.late_after())
         };
         lock(&self.pending).insert(
             id,
             PendingLoop {
                 key,
                 sent: now,
-                late: now + total + LOOP_LATE,
+                total,
+                late: now + total + late_after,
                 judged_late: false,
                 deadline: now + total + LOOP_DEADLINE,
                 route,
@@ -179,7 +249,9 @@ impl LoopTracker {
             lock(&self.stats).stale += 1;
             return true;
         };
-        self.judge(Instant::now(), p.key, &p.route, true);
+        let now = Instant::now();
+        lock(&self.health).note_lateness(now.saturating_duration_since(p.sent + p.total));
+        self.judge(now, p.key, &p.route, true);
         let mut s = lock(&self.stats);
         s.returned += 1;
         s.last_rtt = Some(p.sent.elapsed());
@@ -207,8 +279,13 @@ impl LoopTracker {
         for (key, route) in late {
             self.judge(now, key, &route, false);
         }
+        {
+            let mut h = lock(&self.health);
+            if h.relays.expire(self.ts(now)) {
+                h.log_change(now);
+            }
+        }
         if lost.is_empty() {
-            lock(&self.health).0.expire(self.ts(now));
             return;
         }
         let mut s = lock(&self.stats);
@@ -331,7 +408,15 @@ fn build_cover(client: &Client, is_loop: bool) -> Result<Built, ClientError> {
             ClientId::DROP,
         )
     };
-    let route = topology.choose_route(&mut rng, &me.gateway, &exit, epoch)?;
+    // Drop cover (which also fills payload slots) avoids what real packets avoid, so that
+    // real and payload cover packets keep one route distribution. Loops keep crossing every
+    // relay: they are how a dead relay is found, and how its return is seen.
+    let avoid = if is_loop {
+        BTreeSet::new()
+    } else {
+        client.avoided_relays()
+    };
+    let route = topology.choose_route_avoiding(&mut rng, &me.gateway, &exit, epoch, &avoid)?;
     let delays = topology.route_delays(&mut rng, route.len());
     let (id, msg) = if is_loop {
         client.loops.message(&mut rng)
@@ -650,7 +735,7 @@ mod tests {
         // past LOOP_LATE: judged lost for route choice only
         t.expire(Instant::now() + LOOP_LATE + Duration::from_millis(1));
         assert_eq!(t.stats().lost, 0);
-        assert_eq!(lock(&t.health).0.len(), 2, "one return, one late loop");
+        assert_eq!(lock(&t.health).relays.len(), 2, "one return, one late loop");
         t.expire(Instant::now() + LOOP_DEADLINE + Duration::from_millis(1));
         let s = t.stats();
         assert_eq!((s.sent, s.returned, s.lost, s.stale), (2, 1, 1, 1));

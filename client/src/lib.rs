@@ -353,10 +353,17 @@ impl Client {
         self.address
     }
 
-    /// The mixes this client's real packets and SURBs route around: those its loop cover
-    /// found dead ([`lethe_proto::RelayHealth`]). Empty while cover traffic does not run.
+    /// The mixes this client's real packets, SURBs and drop cover route around: those its
+    /// loop cover found dead ([`lethe_proto::RelayHealth`]). Empty unless cover traffic ran
+    /// within the last [`lethe_proto::HealthConfig::window`].
     pub fn avoided_relays(&self) -> BTreeSet<NodeId> {
         self.loops.avoided()
+    }
+
+    /// How many times [`Client::avoided_relays`] changed so far: a sender that counts on
+    /// SURBs or packets already sent can tell when some of them took a relay now found dead.
+    pub fn avoided_changes(&self) -> u64 {
+        self.loops.avoided_changes()
     }
 
     /// The current topology (fetched at connect, refreshed every 30 s).

@@ -28,6 +28,8 @@ pub enum PipeError {
     Worker(String),
     #[error("no SURB key room: {held} keys held")]
     TooManyKeys { held: usize },
+    #[error("no payload slot for a packet within {0:?}")]
+    SlotTimeout(std::time::Duration),
 }
 
 /// How a chunk of this end leaves.

@@ -8,8 +8,8 @@
 //!
 //! **SURB supply.** For each stream the proxy estimates how many SURBs the exit still holds
 //! (sent minus chunks received) and tops it up with ack-only chunks to a target: [`MIN_SURBS`]
-//! plus the chunks the exit sent in the last second (the observed reply demand), at most
-//! [`SocksConfig::surb_target`]. An idle stream so keeps only a few SURBs at the exit, a busy
+//! plus what the exit will use in one and a half round trips at the rate it sent chunks in
+//! the last second (the observed reply demand), at most [`SocksConfig::surb_target`]. An idle stream so keeps only a few SURBs at the exit, a busy
 //! one enough for its window. After a silence the proxy assumes its SURBs were lost and
 //! sends fresh ones (after 1 s, then 2, 4... up to 30 s).
 //!
@@ -269,6 +269,7 @@ async fn connection(
         socks_reply_pending: true,
     };
     let now = Instant::now();
+    let client_changes = client.avoided_changes();
     let mut transport = ProxyTransport {
         client,
         exit: cfg.exit,
@@ -282,6 +283,9 @@ async fn connection(
         stall: STALL,
         next_stall: now + STALL,
         queued: Default::default(),
+        opened: None,
+        rtt: None,
+        avoided_changes: client_changes,
     };
     let end = pipe.run(&mut transport, Some(tcp), rx).await;
     debug!(?end, "SOCKS stream ended");
@@ -302,8 +306,11 @@ pub const QUEUED_PER_STREAM: usize = 2;
 /// exit's answer to `Open` and the first chunks of data.
 pub const MIN_SURBS: usize = 8;
 /// The reply demand is measured over this long: the SURB target is [`MIN_SURBS`] plus the
-/// chunks the exit sent in that time (up to [`SocksConfig::surb_target`]).
+/// chunks the exit sent in that time, times the stream's round trip in units of this
+/// window if that is longer than one (up to [`SocksConfig::surb_target`]).
 const DEMAND_WINDOW: Duration = Duration::from_secs(1);
+/// The longest a stream's packet may wait for a payload slot before the stream gives up.
+pub const SLOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Chunks received from the exit in the recent past, in buckets of a tenth of
 /// [`DEMAND_WINDOW`].
@@ -364,13 +371,25 @@ struct ProxyTransport {
     next_stall: Instant,
     /// This stream's packets still waiting for a payload slot.
     queued: std::collections::VecDeque<tokio::sync::oneshot::Receiver<()>>,
+    /// When the first packet (the `Open`) left, and the round trip until the exit's first
+    /// chunk: the time a SURB takes to come back as a reply, at least.
+    opened: Option<Instant>,
+    rtt: Option<Duration>,
+    /// [`Client::avoided_changes`] when last looked at.
+    avoided_changes: u64,
 }
 
 impl ProxyTransport {
-    /// SURBs to keep at the exit now: a few, plus what the exit used lately.
+    /// SURBs to keep at the exit now: a few, plus what the exit will use in one round trip
+    /// at its recent rate (SURBs are counted as held from when they are made until their
+    /// reply comes back).
     fn target(&mut self, now: Instant) -> i64 {
-        let recent = i64::from(self.demand.recent(now));
-        (MIN_SURBS as i64 + recent).min(self.max_target)
+        let per_window = f64::from(self.demand.recent(now));
+        let trips = self.rtt.map_or(1.0, |r| {
+            (1.5 * r.as_secs_f64() / DEMAND_WINDOW.as_secs_f64()).max(1.0)
+        });
+        let want = MIN_SURBS as f64 + per_window * trips;
+        (want.min(self.max_target as f64)) as i64
     }
 }
 
@@ -380,6 +399,9 @@ impl Transport for ProxyTransport {
     }
 
     fn on_chunk(&mut self, _chunk: &mut Chunk, now: Instant) {
+        if self.rtt.is_none() {
+            self.rtt = self.opened.map(|t| now.saturating_duration_since(t));
+        }
         // Every chunk from the exit came in one of our SURBs.
         self.held -= 1;
         self.demand.add(now);
@@ -388,6 +410,16 @@ impl Transport for ProxyTransport {
     }
 
     fn wants_extra(&mut self, now: Instant) -> bool {
+        // A relay was found dead: SURBs sent through it will never come back, and the count
+        // of SURBs held at the exit is too high by an unknown number of them. Start again
+        // from none; the new ones avoid the dead relay (the exit uses the newest first).
+        let changes = self.client.avoided_changes();
+        if changes != self.avoided_changes {
+            self.avoided_changes = changes;
+            if !self.client.avoided_relays().is_empty() {
+                self.held = self.held.min(0);
+            }
+        }
         if now >= self.next_stall {
             self.held = self.held.min(0);
             self.stall = (self.stall * 2).min(MAX_STALL);
@@ -457,10 +489,14 @@ impl Transport for ProxyTransport {
         // the slots.
         while self.queued.len() >= QUEUED_PER_STREAM {
             if let Some(oldest) = self.queued.pop_front() {
-                oldest.await.map_err(|_| ClientError::Closed)?;
+                match tokio::time::timeout(SLOT_TIMEOUT, oldest).await {
+                    Ok(r) => r.map_err(|_| ClientError::Closed)?,
+                    Err(_) => return Err(PipeError::SlotTimeout(SLOT_TIMEOUT)),
+                }
             }
         }
         let written = self.client.send_packet_tracked(&packet).await?;
+        self.opened.get_or_insert_with(Instant::now);
         self.queued.push_back(written);
         Ok(())
     }

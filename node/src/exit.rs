@@ -570,10 +570,16 @@ async fn serve_stream(ctx: Arc<Ctx>, mut first: Chunk, inbox: mpsc::Receiver<Chu
     debug!(?end, "stream ended");
 }
 
+/// SURBs older than this are dropped unused: the client forgets a SURB's key after 300 s
+/// (`SocksConfig::surb_ttl`), and the newest are used first, so old ones would be used only
+/// when the pool runs low, for replies nobody could read.
+const SURB_MAX_AGE: Duration = Duration::from_secs(240);
+
 /// Sends in the client's SURBs.
 struct ExitTransport {
     ctx: Arc<Ctx>,
-    pool: VecDeque<Vec<u8>>,
+    /// When each SURB came, oldest first.
+    pool: VecDeque<(Instant, Vec<u8>)>,
 }
 
 impl ExitTransport {
@@ -590,9 +596,18 @@ impl Transport for ExitTransport {
         !self.pool.is_empty()
     }
 
-    fn on_chunk(&mut self, chunk: &mut Chunk, _now: Instant) {
-        self.pool.extend(std::mem::take(&mut chunk.surbs));
-        while self.pool.len() > self.ctx.cfg.max_surbs_per_stream {
+    fn on_chunk(&mut self, chunk: &mut Chunk, now: Instant) {
+        self.pool.extend(
+            std::mem::take(&mut chunk.surbs)
+                .into_iter()
+                .map(|s| (now, s)),
+        );
+        while self.pool.len() > self.ctx.cfg.max_surbs_per_stream
+            || self
+                .pool
+                .front()
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > SURB_MAX_AGE)
+        {
             self.pool.pop_front();
         }
     }
@@ -609,7 +624,13 @@ impl Transport for ExitTransport {
         let msg = chunk.encode()?;
         // Newest first: the client chose the latest SURBs' routes knowing most (a relay it
         // found dead is in none of them); older ones are used when the new are gone.
-        while let Some(bytes) = self.pool.pop_back() {
+        let now = Instant::now();
+        while let Some((came, bytes)) = self.pool.pop_back() {
+            if now.saturating_duration_since(came) > SURB_MAX_AGE {
+                // Every older one is older still.
+                self.pool.clear();
+                break;
+            }
             // A SURB that does not start at our gateway could not be sent anyway.
             let Ok(surb) = Surb::from_bytes(&bytes) else {
                 continue;

@@ -742,17 +742,31 @@ impl Sender {
             }
         }
         let mut sample = None;
+        // The latest send time among the acknowledged chunks sent once.
+        let mut proven: Option<Timestamp> = None;
         for seq in acked {
             if let Some(f) = self.in_flight.remove(&seq)
                 && f.retries == 0
             {
                 let r = now - f.last_sent;
                 sample = Some(sample.map_or(r, |s: Duration| s.min(r)));
+                proven = Some(proven.map_or(f.last_sent, |p: Timestamp| p.max(f.last_sent)));
             }
         }
         if let Some(r) = sample {
             self.rtt.sample(r);
             self.last_backoff = None;
+        }
+        // A chunk sent after these arrived: the path works again. Timers armed while the
+        // timeout was backed off (after losses) would hold the stream for many seconds:
+        // re-arm them one current timeout after their send, as a fresh chunk's would be.
+        if let Some(p) = proven {
+            let rto = self.rtt.rto;
+            for f in self.in_flight.values_mut() {
+                if f.deadline != PARKED && f.last_sent < p {
+                    f.deadline = f.deadline.min(f.last_sent + rto);
+                }
+            }
         }
     }
 }

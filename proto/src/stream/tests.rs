@@ -387,6 +387,60 @@ fn rtt_follows_rfc_6298_and_karn() {
 }
 
 #[test]
+fn a_backed_off_timer_is_re_armed_once_later_chunks_get_through() {
+    // A path that lost everything for a while (the timeout backed off to 8 s), then works:
+    // the lost chunk goes again one current timeout after its last send, not 8 s later.
+    let cfg = SenderConfig {
+        window: 8,
+        initial_rto: ms(1000),
+        min_rto: ms(100),
+        max_rto: ms(60_000),
+        ..SenderConfig::default()
+    };
+    let mut s = Sender::new(ID, cfg).unwrap();
+    s.push(b"lost").unwrap();
+    let mut now = Timestamp::ZERO;
+    let first = s.poll_transmit(now).unwrap();
+    assert_eq!(first.seq, 0);
+    // three timeouts: sent at 1, 3 and 7 s; the timer now says 15 s
+    for _ in 0..3 {
+        now = s.poll_timeout().unwrap();
+        assert_eq!(s.poll_transmit(now).unwrap().seq, 0);
+    }
+    assert_eq!(now, Timestamp::ZERO + ms(7000));
+    assert_eq!(s.poll_timeout(), Some(Timestamp::ZERO + ms(15_000)));
+    // a new chunk sent at 7.1 s is acknowledged 200 ms later
+    now = now + ms(100);
+    s.push(b"fresh").unwrap();
+    let c = s.poll_transmit(now).unwrap();
+    assert_eq!(c.seq, 1);
+    now = now + ms(200);
+    s.on_ack(
+        now,
+        &AckFrame {
+            cumulative: 0,
+            ranges: vec![(1, 1)],
+        },
+    );
+    // RTO from the one sample: 200 + 4 * 100 = 600 ms after chunk 0's last send (7 s)
+    assert_eq!(s.rtt().rto(), ms(600));
+    assert_eq!(s.poll_timeout(), Some(Timestamp::ZERO + ms(7600)));
+    // an ack that proves nothing new (a retransmitted chunk's) moves no timer
+    let mut t = Sender::new(ID, SenderConfig::default()).unwrap();
+    t.push(b"a").unwrap();
+    let _ = t.poll_transmit(Timestamp::ZERO).unwrap();
+    let before = t.poll_timeout();
+    t.on_ack(
+        Timestamp::ZERO + ms(10),
+        &AckFrame {
+            cumulative: 0,
+            ranges: vec![],
+        },
+    );
+    assert_eq!(t.poll_timeout(), before);
+}
+
+#[test]
 fn the_receiver_orders_and_suppresses_duplicates() {
     let mut r = Receiver::new(16);
     let chunk = |seq, body| Chunk {
