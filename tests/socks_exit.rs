@@ -107,6 +107,16 @@ fn logs(net: &LocalNet) -> String {
     )
 }
 
+/// A download that must have completed byte for byte.
+fn assert_fetched(f: &Fetched, body: &[u8], net: &LocalNet) {
+    assert!(f.ok, "curl: {}\n{}", f.stderr, logs(net));
+    assert!(
+        f.body == body,
+        "the download differs ({} bytes)",
+        f.body.len()
+    );
+}
+
 /// A raw SOCKS5 CONNECT to an IPv4 target: the reply code, or `None` if the proxy closed.
 fn socks_connect(proxy: &str, ip: [u8; 4], port: u16) -> Option<u8> {
     let mut s = TcpStream::connect(proxy).unwrap();
@@ -241,12 +251,7 @@ fn a_transfer_survives_a_mix_restart() {
     std::thread::sleep(Duration::from_millis(1500));
     net.start_node("mix-2a").unwrap();
     let f = fetch.join().unwrap();
-    assert!(f.ok, "curl: {}\n{}", f.stderr, logs(&net));
-    assert!(
-        f.body == *body,
-        "the download differs ({} bytes)",
-        f.body.len()
-    );
+    assert_fetched(&f, &body, &net);
     eprintln!(
         "2 MB across a mix restart: {}",
         rate(f.body.len(), f.elapsed)
@@ -296,12 +301,7 @@ fn a_transfer_survives_a_mix_killed_for_good() {
     net.kill_node("mix-2a").unwrap();
     let killed_at = Instant::now();
     let f = fetch.join().unwrap();
-    assert!(f.ok, "curl: {}\n{}", f.stderr, logs(&net));
-    assert!(
-        f.body == *body,
-        "the download differs ({} bytes)",
-        f.body.len()
-    );
+    assert_fetched(&f, &body, &net);
     eprintln!(
         "5 MB with mix-2a killed at 1.25 MB: {}; {:.1} s after the kill",
         rate(f.body.len(), f.elapsed),
