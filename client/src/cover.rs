@@ -126,7 +126,10 @@ impl HealthState {
     fn late_after(&self) -> Duration {
         let usual = self
             .lateness
-            .map_or(0.0, |(mean, dev)| (mean + 4.0 * dev).min(60.0));
+            // Well inside LOOP_DEADLINE, so every loop is judged before it is forgotten.
+            .map_or(0.0, |(mean, dev)| {
+                (mean + 4.0 * dev).min(LOOP_DEADLINE.as_secs_f64() / 2.0)
+            });
         LOOP_LATE.max(Duration::from_secs_f64(usual))
     }
 
@@ -263,21 +266,24 @@ impl LoopTracker {
 
     fn expire(&self, now: Instant) {
         let mut lost = Vec::new();
-        let mut late = Vec::new();
-        lock(&self.pending).retain(|_, p| {
-            if p.late <= now && !p.judged_late {
-                p.judged_late = true;
-                late.push((p.key, p.route.clone()));
+        {
+            // Judged while `pending` is held, so a return racing with this cannot be
+            // overwritten by a late verdict (the order pending -> health is never reversed).
+            let mut pending = lock(&self.pending);
+            for p in pending.values_mut() {
+                if (p.late <= now || p.deadline <= now) && !p.judged_late {
+                    p.judged_late = true;
+                    self.judge(now, p.key, &p.route, false);
+                }
             }
-            if p.deadline <= now {
-                lost.push(std::mem::take(&mut p.route));
-                false
-            } else {
-                true
-            }
-        });
-        for (key, route) in late {
-            self.judge(now, key, &route, false);
+            pending.retain(|_, p| {
+                if p.deadline <= now {
+                    lost.push(std::mem::take(&mut p.route));
+                    false
+                } else {
+                    true
+                }
+            });
         }
         {
             let mut h = lock(&self.health);

@@ -306,8 +306,9 @@ pub const QUEUED_PER_STREAM: usize = 2;
 /// exit's answer to `Open` and the first chunks of data.
 pub const MIN_SURBS: usize = 8;
 /// The reply demand is measured over this long: the SURB target is [`MIN_SURBS`] plus the
-/// chunks the exit sent in that time, times the stream's round trip in units of this
-/// window if that is longer than one (up to [`SocksConfig::surb_target`]).
+/// chunks the exit sent in that time, times one and a half of the stream's round trips in
+/// units of this window if that is more than one (at most 4; and the target at most
+/// [`SocksConfig::surb_target`]).
 const DEMAND_WINDOW: Duration = Duration::from_secs(1);
 /// The longest a stream's packet may wait for a payload slot before the stream gives up.
 pub const SLOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -380,13 +381,15 @@ struct ProxyTransport {
 }
 
 impl ProxyTransport {
-    /// SURBs to keep at the exit now: a few, plus what the exit will use in one round trip
-    /// at its recent rate (SURBs are counted as held from when they are made until their
-    /// reply comes back).
+    /// SURBs to keep at the exit now: a few, plus what the exit will use in one and a half
+    /// round trips at its recent rate (SURBs are counted as held from when they are made
+    /// until their reply comes back). The round trip is measured once, from the `Open` to
+    /// the exit's first chunk, which includes the exit's connection to the target: hence
+    /// the cap of 4 windows.
     fn target(&mut self, now: Instant) -> i64 {
         let per_window = f64::from(self.demand.recent(now));
         let trips = self.rtt.map_or(1.0, |r| {
-            (1.5 * r.as_secs_f64() / DEMAND_WINDOW.as_secs_f64()).max(1.0)
+            (1.5 * r.as_secs_f64() / DEMAND_WINDOW.as_secs_f64()).clamp(1.0, 4.0)
         });
         let want = MIN_SURBS as f64 + per_window * trips;
         (want.min(self.max_target as f64)) as i64

@@ -301,6 +301,10 @@ impl Default for AuthoritySection {
 
 /// The shortest mean gap between a client's cover sends the authority accepts.
 pub const MIN_COVER_MEAN_MS: u64 = 2;
+/// The shortest mean gap between a mix's own loops the authority accepts: 20 a second,
+/// well inside a mix's default `cover.max_per_sec` (50), which batch top-ups and floor
+/// cover share.
+pub const MIN_MIX_LOOP_MEAN_MS: u64 = 50;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> NodeError {
     NodeError::Config {
@@ -510,7 +514,6 @@ impl NodeConfig {
             ("authority.cover_payload_mean_ms", a.cover_payload_mean_ms),
             ("authority.cover_loop_mean_ms", a.cover_loop_mean_ms),
             ("authority.cover_drop_mean_ms", a.cover_drop_mean_ms),
-            ("authority.cover_mix_loop_mean_ms", a.cover_mix_loop_mean_ms),
         ] {
             // Three streams at 2 ms are 1500 packets a second from every client, under the
             // gateways' default per-client limit of 2000; anything faster is a typo.
@@ -520,6 +523,13 @@ impl NodeConfig {
                     format!("must be 0 (off) or at least {MIN_COVER_MEAN_MS}"),
                 ));
             }
+        }
+        let ms = a.cover_mix_loop_mean_ms;
+        if ms != 0 && ms < MIN_MIX_LOOP_MEAN_MS {
+            return Err(invalid(
+                "authority.cover_mix_loop_mean_ms",
+                format!("must be 0 (off) or at least {MIN_MIX_LOOP_MEAN_MS}"),
+            ));
         }
         if a.network.is_empty() {
             return Err(invalid("authority.network", "must not be empty"));
@@ -594,6 +604,7 @@ mod tests {
             ("bad-cover-cap.toml", "cover.max_per_sec"),
             ("bad-cover-gateway.toml", "cover.loop_rate_per_sec"),
             ("bad-cover-rate.toml", "authority.cover_payload_mean_ms"),
+            ("bad-mix-loop-rate.toml", "authority.cover_mix_loop_mean_ms"),
         ] {
             let err = NodeConfig::parse(&fixture(f)).expect_err(f).to_string();
             assert!(

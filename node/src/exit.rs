@@ -570,9 +570,10 @@ async fn serve_stream(ctx: Arc<Ctx>, mut first: Chunk, inbox: mpsc::Receiver<Chu
     debug!(?end, "stream ended");
 }
 
-/// SURBs older than this are dropped unused: the client forgets a SURB's key after 300 s
-/// (`SocksConfig::surb_ttl`), and the newest are used first, so old ones would be used only
-/// when the pool runs low, for replies nobody could read.
+/// SURBs older than this are dropped unused: the proxy forgets a SURB's key after 300 s by
+/// default (`lethe_client::socks::SocksConfig::surb_ttl`; keep this below it), and the
+/// newest are used first, so old ones would be used only when the pool runs low, for
+/// replies nobody could read.
 const SURB_MAX_AGE: Duration = Duration::from_secs(240);
 
 /// Sends in the client's SURBs.
@@ -593,7 +594,10 @@ impl ExitTransport {
 
 impl Transport for ExitTransport {
     fn ready(&self) -> bool {
-        !self.pool.is_empty()
+        // The newest SURB is usable (if it is too old, so are all the others).
+        self.pool
+            .back()
+            .is_some_and(|(t, _)| t.elapsed() <= SURB_MAX_AGE)
     }
 
     fn on_chunk(&mut self, chunk: &mut Chunk, now: Instant) {

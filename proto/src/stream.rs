@@ -742,6 +742,7 @@ impl Sender {
             }
         }
         let mut sample = None;
+        let was_backed_off = self.last_backoff.is_some();
         // The latest send time among the acknowledged chunks sent once.
         let mut proven: Option<Timestamp> = None;
         for seq in acked {
@@ -757,10 +758,11 @@ impl Sender {
             self.rtt.sample(r);
             self.last_backoff = None;
         }
-        // A chunk sent after these arrived: the path works again. Timers armed while the
-        // timeout was backed off (after losses) would hold the stream for many seconds:
-        // re-arm them one current timeout after their send, as a fresh chunk's would be.
-        if let Some(p) = proven {
+        // After a backoff (losses), a chunk sent once arrived: the path works again. Timers
+        // armed while the timeout was backed off would hold the stream for many seconds:
+        // re-arm those of older chunks one current timeout after their last send, as a fresh
+        // chunk's would be. (Without a backoff, reordering is normal and timers stay.)
+        if was_backed_off && let Some(p) = proven {
             let rto = self.rtt.rto;
             for f in self.in_flight.values_mut() {
                 if f.deadline != PARKED && f.last_sent < p {

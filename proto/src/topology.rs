@@ -236,6 +236,8 @@ pub struct CoverParams {
     pub drop_mean_ms: u64,
     /// Each mix's loop stream: a packet through the following layers, a gateway and the
     /// preceding layers back to the mix itself. Absent from older documents (then 0).
+    /// Readers from before this field refuse documents that have it (the struct denies
+    /// unknown fields): upgrade every node and client before authorities publish it.
     #[serde(default)]
     pub mix_loop_mean_ms: u64,
 }

@@ -425,19 +425,55 @@ fn a_backed_off_timer_is_re_armed_once_later_chunks_get_through() {
     // RTO from the one sample: 200 + 4 * 100 = 600 ms after chunk 0's last send (7 s)
     assert_eq!(s.rtt().rto(), ms(600));
     assert_eq!(s.poll_timeout(), Some(Timestamp::ZERO + ms(7600)));
-    // an ack that proves nothing new (a retransmitted chunk's) moves no timer
-    let mut t = Sender::new(ID, SenderConfig::default()).unwrap();
-    t.push(b"a").unwrap();
-    let _ = t.poll_transmit(Timestamp::ZERO).unwrap();
+    // an ack of a retransmitted chunk proves nothing (Karn) and moves no timer
+    let cfg = SenderConfig {
+        window: 8,
+        initial_rto: ms(1000),
+        min_rto: ms(100),
+        max_rto: ms(60_000),
+        ..SenderConfig::default()
+    };
+    let mut t = Sender::new(ID, cfg.clone()).unwrap();
+    t.push(&[0u8; 10]).unwrap();
+    let c0 = t.poll_transmit(Timestamp::ZERO).unwrap();
+    t.push(&[1u8; 10]).unwrap();
+    let c1 = t.poll_transmit(Timestamp::ZERO + ms(10)).unwrap();
+    assert_eq!((c0.seq, c1.seq), (0, 1));
+    // both time out; chunk 0 goes again at once, chunk 1 at 1.5 s (timers now 2 s)
+    let now = t.poll_timeout().unwrap();
+    assert_eq!(t.poll_transmit(now).unwrap().seq, 0);
+    assert_eq!(t.poll_transmit(now + ms(500)).unwrap().seq, 1);
     let before = t.poll_timeout();
     t.on_ack(
-        Timestamp::ZERO + ms(10),
+        now + ms(600),
         &AckFrame {
             cumulative: 0,
-            ranges: vec![],
+            ranges: vec![(1, 1)],
         },
     );
-    assert_eq!(t.poll_timeout(), before);
+    assert_eq!(
+        t.poll_timeout(),
+        before,
+        "a retransmitted chunk's ack re-armed"
+    );
+    // without a backoff, an out-of-order ack (reordering is normal here) moves no timer
+    let mut u = Sender::new(ID, cfg).unwrap();
+    u.push(&[0u8; 10]).unwrap();
+    u.poll_transmit(Timestamp::ZERO).unwrap();
+    u.push(&[1u8; 10]).unwrap();
+    u.poll_transmit(Timestamp::ZERO + ms(10)).unwrap();
+    let before = u.poll_timeout();
+    assert_eq!(before, Some(Timestamp::ZERO + ms(1000)));
+    u.on_ack(
+        Timestamp::ZERO + ms(60),
+        &AckFrame {
+            cumulative: 0,
+            ranges: vec![(1, 1)],
+        },
+    );
+    // the sample (50 ms) gives an RTO of 150 ms, but chunk 0 keeps its 1 s timer
+    assert_eq!(u.rtt().rto(), ms(150));
+    assert_eq!(u.poll_timeout(), before);
 }
 
 #[test]
