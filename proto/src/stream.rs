@@ -511,6 +511,8 @@ struct InFlight {
     last_sent: Timestamp,
     deadline: Timestamp,
     retries: u32,
+    /// The timer was armed while the timeout was backed off.
+    backed_off: bool,
 }
 
 /// The sending half of a stream.
@@ -689,6 +691,7 @@ impl Sender {
                 f.retries += 1;
                 f.last_sent = now;
                 f.deadline = deadline;
+                f.backed_off = self.last_backoff.is_some();
                 let body = f.body.clone();
                 return Some(self.chunk(seq, body));
             }
@@ -713,6 +716,7 @@ impl Sender {
                 last_sent: now,
                 deadline,
                 retries: 0,
+                backed_off: self.last_backoff.is_some(),
             },
         );
         Some(self.chunk(seq, body))
@@ -742,7 +746,6 @@ impl Sender {
             }
         }
         let mut sample = None;
-        let was_backed_off = self.last_backoff.is_some();
         // The latest send time among the acknowledged chunks sent once.
         let mut proven: Option<Timestamp> = None;
         for seq in acked {
@@ -758,14 +761,15 @@ impl Sender {
             self.rtt.sample(r);
             self.last_backoff = None;
         }
-        // After a backoff (losses), a chunk sent once arrived: the path works again. Timers
-        // armed while the timeout was backed off would hold the stream for many seconds:
-        // re-arm those of older chunks one current timeout after their last send, as a fresh
-        // chunk's would be. (Without a backoff, reordering is normal and timers stay.)
-        if was_backed_off && let Some(p) = proven {
+        // A chunk sent once arrived: the path works. Timers armed with a backed-off timeout
+        // (after losses) would hold the stream (the receiver delivers in order) for many
+        // seconds: re-arm those of older chunks one current timeout after their last send,
+        // as a fresh chunk's would be. Other timers stay: reordering is normal in a mixnet.
+        if let Some(p) = proven {
             let rto = self.rtt.rto;
             for f in self.in_flight.values_mut() {
-                if f.deadline != PARKED && f.last_sent < p {
+                if f.deadline != PARKED && f.backed_off && f.last_sent < p {
+                    f.backed_off = false;
                     f.deadline = f.deadline.min(f.last_sent + rto);
                 }
             }
