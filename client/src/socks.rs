@@ -7,16 +7,18 @@
 //! we are. The proxy keeps each SURB's key by its id until the reply comes or it expires.
 //!
 //! **SURB supply.** For each stream the proxy estimates how many SURBs the exit still holds
-//! (sent minus chunks received) and tops it up with ack-only chunks to a target: [`MIN_SURBS`]
-//! plus what the exit will use in one and a half round trips at the rate it sent chunks in
-//! the last second (the observed reply demand), at most [`SocksConfig::surb_target`]. An idle stream so keeps only a few SURBs at the exit, a busy
-//! one enough for its window. After a silence the proxy assumes its SURBs were lost and
-//! sends fresh ones (after 1 s, then 2, 4... up to 30 s).
+//! (sent minus chunks received) and tops it up with ack-only chunks to a target:
+//! [`MIN_SURBS`] plus what the exit will use in one and a half round trips at the rate it
+//! sent chunks in the last second (the observed reply demand), at most
+//! [`SocksConfig::surb_target`]. An idle stream so keeps only a few SURBs at the exit, a
+//! busy one enough for its window. After a silence, or when a relay is newly avoided, the
+//! proxy assumes its SURBs were lost and sends fresh ones (silences: after 1 s, then 2,
+//! 4... up to 30 s).
 //!
 //! **Sharing the payload slots.** While cover traffic runs, a stream has at most
 //! [`QUEUED_PER_STREAM`] packets waiting for payload slots ([`Client::send_packet_tracked`]):
 //! the slots are shared out among the streams in turn, every packet carries as many SURBs
-//! as fit, and acks never wait behind a long queue (which would inflate the exit's RTT
+//! as fit, and acks wait behind a few packets at most, never a long queue (which would inflate the exit's RTT
 //! estimate and make it retransmit for nothing).
 //!
 //! **Dead relays.** Routes for forward packets and SURBs leave out the mixes the client's
