@@ -20,6 +20,8 @@
 #   LETHE_MEAN_DELAY_MS mean per-hop mixing delay (default 20)
 #   LETHE_MAX_DELAY_MS  largest per-hop delay relays accept (default 1000)
 #   LETHE_EPOCH_SECS    epoch length: Sphinx keys rotate every epoch (default 3600)
+#   LETHE_VOTE_SECS     the authorities' voting round: a new relay is listed within about
+#                       two rounds (default 2)
 #   LETHE_COVER_PAYLOAD_MS, LETHE_COVER_LOOP_MS, LETHE_COVER_DROP_MS
 #                       mean ms between a client's payload, loop and drop sends (defaults
 #                       5, 200, 200: a faster payload stream than the network default of
@@ -29,6 +31,8 @@
 #                       default; 0 turns them off)
 #   LETHE_NODE_ARGS     extra arguments for every relay's and the exit's `lethe-node run` (tests use
 #                       --unsafe-logging to see everything a relay could log)
+#   LETHE_EXIT_SETTINGS `key=value` words, each replacing that key's line in the exit's
+#                       exit.toml (e.g. "stall_secs=3 max_streams=4")
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,6 +44,7 @@ COVER_PAYLOAD=${LETHE_COVER_PAYLOAD_MS:-5}
 COVER_LOOP=${LETHE_COVER_LOOP_MS:-200}
 COVER_DROP=${LETHE_COVER_DROP_MS:-200}
 COVER_MIX_LOOP=${LETHE_COVER_MIX_LOOP_MS:-1000}
+VOTE_SECS=${LETHE_VOTE_SECS:-2}
 AUTHS=(10 13 14)
 THRESHOLD=2
 DIRECTORY="http://$PREFIX.10:8000"
@@ -79,6 +84,18 @@ metric() { # metric HOST NAME -> value
   http_get "$1" 9100 /metrics | awk -v n="$2" '$1 == n { print $2 }'
 }
 
+# all_running DIR: whether every process in DIR/pids runs; names those that do not.
+all_running() {
+  local pid name ok=0
+  while read -r pid name; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "localnet: $name (pid $pid) is not running: $(grep -m1 -iE 'error|in use' "$1/$name/node.log" 2>/dev/null || true)" >&2
+      ok=1
+    fi
+  done < "$1/pids"
+  return $ok
+}
+
 start() {
   local dir=$1
   [ -e "$dir/localnet.json" ] && die "$dir already holds a network; stop it first"
@@ -87,16 +104,26 @@ start() {
   [ -n "${BIN:-}" ] || bins
   : > "$dir/pids"
   local keys=() key_args=() mirror_args=() json_nodes="" sep="" json_keys="" json_dirs=""
+  # Each authority counts only its peers' keys: every identity is made first (as a lone
+  # authority), then each learns its peers and the threshold.
+  local auth_keys=()
   for i in "${!AUTHS[@]}"; do
-    local a=${AUTHS[$i]} peer_args=() name="authority-$((i + 1))" key
-    for b in "${AUTHS[@]}"; do
-      [ "$b" != "$a" ] && peer_args+=(--peer "http://$PREFIX.$b:8000")
+    auth_keys+=("$("$BIN/lethe-node" init --dir "$dir/authority-$((i + 1))" --role authority \
+      --listen "$PREFIX.${AUTHS[$i]}:8000" --network localnet --mean-delay-ms "$MEAN" \
+      --max-delay-ms "$MAX" --epoch-secs "$EPOCH" --cover-payload-mean-ms "$COVER_PAYLOAD" \
+      --cover-loop-mean-ms "$COVER_LOOP" --cover-drop-mean-ms "$COVER_DROP" \
+      --cover-mix-loop-mean-ms "$COVER_MIX_LOOP" --vote-interval-secs "$VOTE_SECS" \
+      2>/dev/null)") || die "init of authority-$((i + 1)) failed"
+  done
+  for i in "${!AUTHS[@]}"; do
+    local a=${AUTHS[$i]} name="authority-$((i + 1))" key=${auth_keys[$i]} j peers="" peer_keys=""
+    for j in "${!AUTHS[@]}"; do
+      [ "$j" = "$i" ] && continue
+      peers+="${peers:+, }\"http://$PREFIX.${AUTHS[$j]}:8000\""
+      peer_keys+="${peer_keys:+, }\"${auth_keys[$j]}\""
     done
-    key=$("$BIN/lethe-node" init --dir "$dir/$name" --role authority --listen "$PREFIX.$a:8000" \
-      --network localnet --mean-delay-ms "$MEAN" --max-delay-ms "$MAX" --epoch-secs "$EPOCH" \
-      --cover-payload-mean-ms "$COVER_PAYLOAD" --cover-loop-mean-ms "$COVER_LOOP" \
-      --cover-drop-mean-ms "$COVER_DROP" --cover-mix-loop-mean-ms "$COVER_MIX_LOOP" \
-      --threshold "$THRESHOLD" "${peer_args[@]}" 2>/dev/null) || die "init of $name failed"
+    sed -i -e "s|^peers = \[\]|peers = [$peers]|" -e "s|^peer_keys = \[\]|peer_keys = [$peer_keys]|" \
+      -e "/^\[authority\]/,/^\[/ s|^threshold = .*|threshold = $THRESHOLD|" "$dir/$name/node.toml"
     "$BIN/lethe-node" run --dir "$dir/$name" >> "$dir/$name/node.log" 2>&1 &
     echo "$! $name" >> "$dir/pids"
     keys+=("$key")
@@ -132,6 +159,7 @@ start() {
     [ "$ready" = "$want" ] && break
     sleep 0.2
   done
+  all_running "$dir" || { stop "$dir"; die "a process exited (address already in use?); see the logs in $dir"; }
   if [ "$ready" != "$want" ]; then
     stop "$dir"
     die "only $ready of $want relays saw the full topology in 30 s; see the logs in $dir"
@@ -141,6 +169,11 @@ start() {
   exit_addr=$("$BIN/lethe-node" init --dir "$dir/exit" --role exit --listen "$PREFIX.50:0" \
     --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-2")" --allow "127.0.0.0/8:*" \
     --allow "[::1]:*" "${common[@]}" 2>/dev/null) || { stop "$dir"; die "init of the exit failed"; }
+  local kv
+  for kv in ${LETHE_EXIT_SETTINGS:-}; do
+    grep -q "^${kv%%=*} = " "$dir/exit/exit.toml" || { stop "$dir"; die "exit.toml has no ${kv%%=*}"; }
+    sed -i "s|^${kv%%=*} = .*|${kv%%=*} = ${kv#*=}|" "$dir/exit/exit.toml"
+  done
   # shellcheck disable=SC2086 # LETHE_NODE_ARGS is a list of words
   "$BIN/lethe-node" run --dir "$dir/exit" ${LETHE_NODE_ARGS:-} >> "$dir/exit/node.log" 2>&1 &
   echo "$! exit" >> "$dir/pids"
@@ -155,6 +188,9 @@ start() {
     sleep 0.1
   done
   [ "$up" = 1 ] || { stop "$dir"; die "the SOCKS proxy did not come up; see $dir/socks/socks.log"; }
+  # What answered above may be another network on the same addresses: every process of
+  # ours must still run (a relay whose address was taken exits at once).
+  all_running "$dir" || { stop "$dir"; die "a process exited (address already in use?); see the logs in $dir"; }
   printf '{\n  "directory": "%s",\n  "directories": [%s],\n  "authority_keys": [%s],\n  "threshold": %s,\n  "bin_dir": "%s",\n  "exit": "%s",\n  "exit_log": "%s",\n  "socks": "%s",\n  "socks_log": "%s",\n  "nodes": [\n%b\n  ]\n}\n' \
     "$DIRECTORY" "$json_dirs" "$json_keys" "$THRESHOLD" "$BIN" "$exit_addr" "$dir/exit/node.log" \
     "$PREFIX.51:1080" "$dir/socks/socks.log" "$json_nodes" > "$dir/localnet.json"

@@ -10,22 +10,9 @@ use lethe_net::link::write_frame;
 use lethe_net::{TlsIdentity, tls};
 use lethe_proto::FrameKind;
 use lethe_proto::packet::PACKET_SIZE;
-use lethe_tests::LocalNet;
+use lethe_tests::{LocalNet, rss_mib};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-/// Resident memory of a process, MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
-    kib / 1024.0
-}
 
 /// At most `attempts` connections, each with up to 4 streams of garbage, for at most
 /// `budget`; returns (connections made, refused or failed).

@@ -60,6 +60,9 @@ pub struct PipeConfig {
     pub ack_every: u32,
     /// After both halves ended, keep answering retransmissions this long.
     pub linger: Duration,
+    /// The local TCP peer took no byte of what waits for it for this long: the stream is
+    /// reset (a target or application that stops reading holds nothing for longer).
+    pub stall: Duration,
 }
 
 impl Default for PipeConfig {
@@ -70,6 +73,7 @@ impl Default for PipeConfig {
             ack_delay: Duration::from_millis(20),
             ack_every: 8,
             linger: Duration::from_secs(3),
+            stall: Duration::from_secs(30),
         }
     }
 }
@@ -87,6 +91,8 @@ pub enum PipeEnd {
     Failed,
     /// Nothing happened for [`PipeConfig::idle`].
     Idle,
+    /// The local TCP peer stopped reading for [`PipeConfig::stall`].
+    Stalled,
     /// The dispatcher went away (shutdown).
     Gone,
 }
@@ -109,6 +115,77 @@ pub struct Pipe {
 
 fn ts(origin: Instant) -> Timestamp {
     Timestamp::from_duration(origin.elapsed())
+}
+
+/// The longest a chunk may wait to leave (a payload slot, a full link): past it the stream
+/// is given up rather than held.
+pub const TRANSMIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the last bytes (a SOCKS refusal, data before a reset) may take to reach the
+/// local TCP peer when the stream ends.
+const FINAL_FLUSH: Duration = Duration::from_secs(1);
+
+/// Bytes for the local TCP peer that it has not taken yet, written as it reads: the driver
+/// never waits on a write, so a peer that stops reading cannot hold the stream's timers.
+#[derive(Default)]
+struct Outbox {
+    chunks: std::collections::VecDeque<Vec<u8>>,
+    /// Bytes of the front chunk already written.
+    offset: usize,
+    bytes: usize,
+    /// Shut the TCP connection's sending side once everything is written.
+    fin: bool,
+    /// Since when something waits without the peer having taken a byte.
+    waiting_since: Option<Instant>,
+}
+
+impl Outbox {
+    fn push(&mut self, data: Vec<u8>, now: Instant) {
+        if data.is_empty() {
+            return;
+        }
+        self.bytes += data.len();
+        self.chunks.push_back(data);
+        self.waiting_since.get_or_insert(now);
+    }
+
+    fn front(&self) -> Option<&[u8]> {
+        self.chunks.front().map(|c| &c[self.offset..])
+    }
+
+    fn wrote(&mut self, n: usize, now: Instant) {
+        self.bytes -= n;
+        self.offset += n;
+        if self.chunks.front().is_some_and(|c| self.offset >= c.len()) {
+            self.chunks.pop_front();
+            self.offset = 0;
+        }
+        self.waiting_since = (!self.chunks.is_empty()).then_some(now);
+    }
+
+    /// Write what is left, for at most [`FINAL_FLUSH`].
+    async fn flush(&mut self, w: &mut OwnedWriteHalf) {
+        let _ = tokio::time::timeout(FINAL_FLUSH, async {
+            while let Some(front) = self.front() {
+                match w.write(front).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => self.wrote(n, Instant::now()),
+                }
+            }
+            if self.fin {
+                let _ = w.shutdown().await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Send one chunk, for at most [`TRANSMIT_TIMEOUT`].
+async fn transmit<T: Transport>(transport: &mut T, c: Chunk) -> Result<(), PipeError> {
+    match tokio::time::timeout(TRANSMIT_TIMEOUT, transport.transmit(c)).await {
+        Ok(r) => r,
+        Err(_) => Err(PipeError::SlotTimeout(TRANSMIT_TIMEOUT)),
+    }
 }
 
 impl Pipe {
@@ -148,12 +225,14 @@ impl Pipe {
             None => (None, None),
         };
         let mut buf = vec![0u8; 16 * 1024];
+        let mut outbox = Outbox::default();
         let mut ack_pending = 0u32;
         let mut ack_due: Option<Instant> = None;
         let mut last_activity = Instant::now();
         let mut done_at: Option<Instant> = None;
         let mut peer_reset: Option<Reply> = None;
         let mut we_reset = false;
+        let mut stalled = false;
         loop {
             // Send what the window, the transport and the peer's acks allow.
             while transport.ready() {
@@ -165,7 +244,7 @@ impl Pipe {
                     ack_pending = 0;
                     ack_due = None;
                 }
-                if transport.transmit(c).await.is_err() {
+                if transmit(transport, c).await.is_err() {
                     return PipeEnd::Gone;
                 }
             }
@@ -178,13 +257,33 @@ impl Pipe {
                 let c = Chunk::ack_only(self.id, self.receiver.ack());
                 ack_pending = 0;
                 ack_due = None;
-                if transport.transmit(c).await.is_err() {
+                if transmit(transport, c).await.is_err() {
                     return PipeEnd::Gone;
                 }
                 continue;
             }
             if let Some(code) = peer_reset {
+                if let Some(w) = wr.as_mut() {
+                    outbox.flush(w).await;
+                }
                 return PipeEnd::PeerReset(code);
+            }
+            // The local peer took nothing for too long: give the stream up.
+            if !stalled
+                && outbox
+                    .waiting_since
+                    .is_some_and(|t| now.duration_since(t) >= self.config.stall)
+            {
+                stalled = true;
+                outbox = Outbox::default();
+                if let Some(w) = wr.take() {
+                    let _ = w.as_ref().set_zero_linger();
+                }
+                rd = None;
+                if !we_reset && self.sender.reset(Reply::GeneralFailure).is_ok() {
+                    we_reset = true;
+                }
+                continue;
             }
             match self.sender.verdict() {
                 Some(Verdict::Failed { .. }) => {
@@ -192,12 +291,22 @@ impl Pipe {
                         // Close with an error (RST), not a clean end of stream.
                         let _ = w.as_ref().set_zero_linger();
                     }
-                    return PipeEnd::Failed;
+                    return if stalled {
+                        PipeEnd::Stalled
+                    } else {
+                        PipeEnd::Failed
+                    };
                 }
+                Some(Verdict::Delivered) if stalled => return PipeEnd::Stalled,
                 Some(Verdict::Delivered) if we_reset => return PipeEnd::Reset,
-                Some(Verdict::Delivered) if self.receiver.is_ended() => {
+                Some(Verdict::Delivered)
+                    if self.receiver.is_ended() && outbox.front().is_none() =>
+                {
                     let d = *done_at.get_or_insert(now + self.config.linger);
                     if now >= d {
+                        if let Some(w) = wr.as_mut() {
+                            outbox.flush(w).await;
+                        }
                         return PipeEnd::Closed;
                     }
                 }
@@ -214,7 +323,8 @@ impl Pipe {
             // An ack waits for a way back: without one (no SURB held) its due time would
             // wake this loop at once, again and again.
             let ack_wake = ack_due.filter(|_| transport.ready());
-            for t in [ack_wake, done_at, transport.next_extra()]
+            let stall_wake = outbox.waiting_since.map(|t| t + self.config.stall);
+            for t in [ack_wake, done_at, transport.next_extra(), stall_wake]
                 .into_iter()
                 .flatten()
             {
@@ -225,6 +335,11 @@ impl Pipe {
                 && self.sender.buffered() < self.config.max_buffered
                 && self.sender.verdict().is_none()
                 && done_at.is_none();
+            let can_write = wr.is_some() && (outbox.front().is_some() || outbox.fin);
+            // Data the local peer has not taken yet is bounded too: past the bound, the
+            // peer's chunks are not taken (nor acknowledged), so its sender waits and
+            // retransmits later.
+            let full = outbox.bytes >= self.config.max_buffered;
             tokio::select! {
                 c = inbox.recv() => {
                     let Some(mut c) = c else { return PipeEnd::Gone };
@@ -233,7 +348,7 @@ impl Pipe {
                     if let Some(a) = &c.ack {
                         self.sender.on_ack(ts(origin), a);
                     }
-                    if c.body.is_none() {
+                    if c.body.is_none() || full {
                         continue;
                     }
                     self.received_any = true;
@@ -245,45 +360,57 @@ impl Pipe {
                             StreamEvent::Opened(_) => {
                                 if self.socks_reply_pending {
                                     self.socks_reply_pending = false;
-                                    let ok = encode_reply(Reply::Succeeded, None);
-                                    if let Some(w) = wr.as_mut()
-                                        && w.write_all(&ok).await.is_err()
-                                    {
-                                        let _ = self.sender.reset(Reply::GeneralFailure);
-                                        we_reset = true;
-                                    }
+                                    outbox.push(encode_reply(Reply::Succeeded, None), last_activity);
                                 }
                             }
                             StreamEvent::Data(d) => {
-                                let failed = match wr.as_mut() {
-                                    Some(w) => w.write_all(&d).await.is_err(),
-                                    None => false,
-                                };
-                                if failed && !we_reset {
-                                    let _ = self.sender.reset(Reply::GeneralFailure);
-                                    we_reset = true;
-                                    rd = None;
+                                if wr.is_some() {
+                                    outbox.push(d, last_activity);
                                 }
                             }
-                            StreamEvent::Finished => {
-                                if let Some(w) = wr.as_mut() {
-                                    let _ = w.shutdown().await;
-                                }
-                            }
+                            StreamEvent::Finished => outbox.fin = true,
                             StreamEvent::Reset(code) => {
                                 if self.socks_reply_pending {
                                     self.socks_reply_pending = false;
-                                    if let Some(w) = wr.as_mut() {
-                                        let _ = w.write_all(&encode_reply(code, None)).await;
-                                        let _ = w.shutdown().await;
-                                    }
+                                    outbox.push(encode_reply(code, None), last_activity);
+                                    outbox.fin = true;
                                 } else if let Some(w) = &wr {
+                                    outbox = Outbox::default();
                                     let _ = w.as_ref().set_zero_linger();
                                 }
                                 // Ack it before leaving (next turn of the loop).
                                 ack_pending = self.config.ack_every;
                                 peer_reset = Some(code);
                             }
+                        }
+                    }
+                }
+                r = async {
+                    match (wr.as_mut(), outbox.front()) {
+                        (Some(w), Some(front)) => w.write(front).await.map(Some),
+                        // Everything written: shut our sending side once.
+                        (Some(w), None) => {
+                            let _ = w.shutdown().await;
+                            Ok(None)
+                        }
+                        (None, _) => std::future::pending().await,
+                    }
+                }, if can_write => {
+                    let now = Instant::now();
+                    match r {
+                        Ok(Some(n)) if n > 0 => {
+                            last_activity = now;
+                            outbox.wrote(n, now);
+                        }
+                        Ok(None) => outbox.fin = false,
+                        Ok(Some(_)) | Err(_) => {
+                            // The local peer is gone: nothing more can reach it.
+                            outbox = Outbox::default();
+                            wr = None;
+                            if !we_reset && self.sender.reset(Reply::GeneralFailure).is_ok() {
+                                we_reset = true;
+                            }
+                            rd = None;
                         }
                     }
                 }

@@ -7,8 +7,11 @@ use crate::{NetError, http, unix_now};
 
 /// Path of the current topology document.
 pub const TOPOLOGY_PATH: &str = "/v1/topology";
-/// Path of an authority's vote (its body and signature), for its peers.
+/// Path of an authority's signature over its newest body, for its peers.
 pub const VOTE_PATH: &str = "/v1/vote";
+/// Path prefix of an authority's vote for a round: `/v1/held/ROUND`, the descriptors it held
+/// and reached at the round's start, signed.
+pub const HELD_PATH: &str = "/v1/held";
 /// Path descriptors are uploaded to.
 pub const DESCRIPTORS_PATH: &str = "/v1/descriptors";
 

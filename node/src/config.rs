@@ -234,8 +234,12 @@ impl Default for ReplaySection {
 pub struct GatewaySection {
     /// Messages kept per offline client (default 1000).
     pub mailbox_per_client: usize,
+    /// Bytes kept per offline client (default 2 MiB).
+    pub mailbox_per_client_bytes: usize,
     /// Messages kept in all (default 100000).
     pub mailbox_total: usize,
+    /// Bytes kept in all (default 64 MiB).
+    pub mailbox_total_bytes: usize,
     /// Seconds a message waits for its client (default 3600).
     pub mailbox_ttl_secs: u64,
 }
@@ -244,7 +248,9 @@ impl Default for GatewaySection {
     fn default() -> Self {
         GatewaySection {
             mailbox_per_client: 1000,
+            mailbox_per_client_bytes: 2 << 20,
             mailbox_total: 100_000,
+            mailbox_total_bytes: 64 << 20,
             mailbox_ttl_secs: 3600,
         }
     }
@@ -266,6 +272,12 @@ pub struct AuthoritySection {
     pub descriptor_ttl_secs: u64,
     /// Base URLs of the other authorities, whose votes this one collects (default none).
     pub peers: Vec<String>,
+    /// The other authorities' public keys in hex, one per peer (`lethe-node id --dir
+    /// PEER`): only their votes and signatures count.
+    pub peer_keys: Vec<String>,
+    /// Length of a voting round in seconds (default 30): the document of each round lists
+    /// the relays that a threshold of the authorities hold and reach at its start.
+    pub vote_interval_secs: u64,
     /// Signatures a document needs before this authority serves it over the last good one
     /// (default 1; set it to the network's threshold).
     pub threshold: usize,
@@ -290,6 +302,8 @@ impl Default for AuthoritySection {
             max_delay_ms: 1000,
             descriptor_ttl_secs: 300,
             peers: Vec::new(),
+            peer_keys: Vec::new(),
+            vote_interval_secs: 30,
             threshold: 1,
             cover_payload_mean_ms: 20,
             cover_loop_mean_ms: 200,
@@ -475,6 +489,19 @@ impl NodeConfig {
                 "mailbox limits must be at least 1",
             ));
         }
+        // A message is at most one frame: a byte bound below that would refuse everything.
+        if g.mailbox_per_client_bytes < 4096 {
+            return Err(invalid(
+                "gateway.mailbox_per_client_bytes",
+                "must be at least 4096 (one message)",
+            ));
+        }
+        if g.mailbox_total_bytes < g.mailbox_per_client_bytes {
+            return Err(invalid(
+                "gateway.mailbox_total_bytes",
+                "must be at least gateway.mailbox_per_client_bytes",
+            ));
+        }
         let l = &self.limits;
         if l.connections_per_ip == 0 {
             return Err(invalid("limits.connections_per_ip", "must be at least 1"));
@@ -503,6 +530,22 @@ impl NodeConfig {
         }
         if a.peers.iter().any(|p| !p.starts_with("http://")) {
             return Err(invalid("authority.peers", "each must be an http:// URL"));
+        }
+        if a.peer_keys.len() != a.peers.len()
+            || a.peer_keys
+                .iter()
+                .any(|k| lethe_proto::Key32::parse_hex(k, "authority.peer_keys").is_err())
+        {
+            return Err(invalid(
+                "authority.peer_keys",
+                "one hex public key per peer is needed (`lethe-node id --dir PEER`)",
+            ));
+        }
+        if a.vote_interval_secs == 0 || a.vote_interval_secs * 2 > a.epoch_secs {
+            return Err(invalid(
+                "authority.vote_interval_secs",
+                "must be at least 1 and at most half of epoch_secs",
+            ));
         }
         if a.threshold == 0 || a.threshold > a.peers.len() + 1 {
             return Err(invalid(
@@ -605,6 +648,9 @@ mod tests {
             ("bad-cover-gateway.toml", "cover.loop_rate_per_sec"),
             ("bad-cover-rate.toml", "authority.cover_payload_mean_ms"),
             ("bad-mix-loop-rate.toml", "authority.cover_mix_loop_mean_ms"),
+            ("bad-peer-keys.toml", "authority.peer_keys"),
+            ("bad-vote-interval.toml", "authority.vote_interval_secs"),
+            ("bad-mailbox-bytes.toml", "gateway.mailbox_per_client_bytes"),
         ] {
             let err = NodeConfig::parse(&fixture(f)).expect_err(f).to_string();
             assert!(

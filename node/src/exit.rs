@@ -72,6 +72,9 @@ pub struct ExitSection {
     pub idle_secs: u64,
     /// Seconds to resolve and connect to a target (default 10).
     pub connect_timeout_secs: u64,
+    /// Seconds a target may take none of the bytes waiting for it before its stream is
+    /// reset (default 30): a target that stops reading holds no stream for longer.
+    pub stall_secs: u64,
 }
 
 impl Default for ExitSection {
@@ -84,6 +87,7 @@ impl Default for ExitSection {
             max_buffered: 256 * 1024,
             idle_secs: 300,
             connect_timeout_secs: 10,
+            stall_secs: 30,
         }
     }
 }
@@ -515,7 +519,7 @@ async fn refuse(ctx: &Arc<Ctx>, mut chunk: Chunk) {
         }),
         surbs: Vec::new(),
     };
-    let _ = t.transmit(reply).await;
+    let _ = tokio::time::timeout(lethe_client::pipe::TRANSMIT_TIMEOUT, t.transmit(reply)).await;
 }
 
 async fn serve_stream(ctx: Arc<Ctx>, mut first: Chunk, inbox: mpsc::Receiver<Chunk>) {
@@ -559,6 +563,7 @@ async fn serve_stream(ctx: Arc<Ctx>, mut first: Chunk, inbox: mpsc::Receiver<Chu
         config: PipeConfig {
             max_buffered: ctx.cfg.max_buffered,
             idle: Duration::from_secs(ctx.cfg.idle_secs),
+            stall: Duration::from_secs(ctx.cfg.stall_secs.max(1)),
             ..PipeConfig::default()
         },
         sender,

@@ -77,6 +77,12 @@ enum Cmd {
         /// Authority: another authority's URL, whose votes it collects (repeatable).
         #[arg(long = "peer")]
         peers: Vec<String>,
+        /// Authority: another authority's public key in hex, one per --peer (repeatable).
+        #[arg(long = "peer-key")]
+        peer_keys: Vec<String>,
+        /// Authority: seconds per voting round.
+        #[arg(long, default_value_t = 30)]
+        vote_interval_secs: u64,
         /// Seconds between topology fetches.
         #[arg(long, default_value_t = 30)]
         refresh_secs: u64,
@@ -145,6 +151,8 @@ fn main() -> anyhow::Result<()> {
             authority_keys,
             threshold,
             peers,
+            peer_keys,
+            vote_interval_secs,
             refresh_secs,
             network,
             mean_delay_ms,
@@ -218,6 +226,8 @@ fn main() -> anyhow::Result<()> {
                     mean_delay_ms,
                     max_delay_ms,
                     peers,
+                    peer_keys,
+                    vote_interval_secs,
                     cover_payload_mean_ms,
                     cover_loop_mean_ms,
                     cover_drop_mean_ms,

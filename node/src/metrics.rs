@@ -25,9 +25,11 @@ pub enum Reason {
     Malformed,
     Expired,
     RateLimited,
+    FirstHopDelivery,
+    MailboxEvicted,
 }
 
-const DROPS: [(Reason, &str); 18] = [
+const DROPS: [(Reason, &str); 20] = [
     (Reason::WrongSize, "wrong_size"),
     (Reason::BadMac, "bad_mac"),
     (Reason::Replay, "replay"),
@@ -46,6 +48,8 @@ const DROPS: [(Reason, &str); 18] = [
     (Reason::Malformed, "malformed"),
     (Reason::Expired, "mailbox_expired"),
     (Reason::RateLimited, "rate_limited"),
+    (Reason::FirstHopDelivery, "first_hop_delivery"),
+    (Reason::MailboxEvicted, "mailbox_evicted"),
 ];
 
 impl Reason {
@@ -131,7 +135,7 @@ pub struct Metrics {
     pub delivered: AtomicU64,
     /// Clients' drop cover packets discarded at their final hop (gateways).
     pub drop_cover: AtomicU64,
-    dropped: [AtomicU64; 18],
+    dropped: [AtomicU64; 20],
     /// Incoming connections refused: unknown relays at a mix, or over the admission limits.
     pub connections_refused: AtomicU64,
     /// Packets in the mix queue.

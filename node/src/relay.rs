@@ -64,6 +64,9 @@ const WORKER_BATCH: usize = 32;
 struct Job {
     arrival: Timestamp,
     bytes: Vec<u8>,
+    /// Read from a client's connection: this relay is the packet's first hop, where nothing
+    /// may be delivered (a route must cross the mixes before it ends at a gateway).
+    from_client: bool,
 }
 
 /// One epoch's Sphinx key and the replay filter that goes with it (dropped together).
@@ -323,11 +326,13 @@ impl Relay {
             }
         })?;
         let g = &cfg.gateway;
-        let mailbox = Mailbox::new(
-            g.mailbox_per_client,
-            g.mailbox_total,
-            Duration::from_secs(g.mailbox_ttl_secs),
-        );
+        let mailbox = Mailbox::new(lethe_proto::MailboxLimits {
+            per_client: g.mailbox_per_client,
+            per_client_bytes: g.mailbox_per_client_bytes,
+            total: g.mailbox_total,
+            total_bytes: g.mailbox_total_bytes,
+            ttl: Duration::from_secs(g.mailbox_ttl_secs),
+        });
         let me = keys.id();
         let shared = Arc::new(Shared {
             me,
@@ -523,6 +528,17 @@ fn crypto_worker(
         }
         for job in batch.drain(..) {
             let result = process_with_ring(&ring, &job.bytes);
+            if job.from_client
+                && matches!(
+                    result,
+                    Ok(Processed::Deliver { .. } | Processed::Reply { .. })
+                )
+            {
+                // A route whose first hop is its last crossed no mix: whatever it carries
+                // would reach a client or a mailbox unmixed and at no cost to its sender.
+                shared.metrics.count_drop(Reason::FirstHopDelivery);
+                continue;
+            }
             match result {
                 Ok(Processed::Forward {
                     next,
@@ -597,14 +613,32 @@ fn deliver(shared: &Shared, client: ClientId, kind: FrameKind, body: &[u8]) {
         },
         None => msg,
     };
-    let mut mb = lock(&shared.mailbox);
-    match mb.push(shared.now(), client, msg) {
-        Ok(()) => {
-            shared.metrics.delivered.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(_) => shared.metrics.count_drop(Reason::MailboxFull),
+    if keep_in_mailbox(shared, client, msg) {
+        shared.metrics.delivered.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Put one message in the mailbox (O(1): an older message may make room), counting what
+/// was evicted or expired; returns whether the message was kept.
+fn keep_in_mailbox(shared: &Shared, client: ClientId, msg: Vec<u8>) -> bool {
+    let mut mb = lock(&shared.mailbox);
+    let kept = match mb.push(shared.now(), client, msg) {
+        Ok(p) => {
+            for _ in 0..p.evicted {
+                shared.metrics.count_drop(Reason::MailboxEvicted);
+            }
+            for _ in 0..p.expired {
+                shared.metrics.count_drop(Reason::Expired);
+            }
+            true
+        }
+        Err(_) => {
+            shared.metrics.count_drop(Reason::MailboxFull);
+            false
+        }
+    };
     shared.metrics.mailbox_messages.set(mb.len() as i64);
+    kept
 }
 
 /// What the scheduler asks of the cover thread.
@@ -1165,6 +1199,7 @@ async fn read_stream(
                 let job = Job {
                     arrival: shared.now(),
                     bytes,
+                    from_client: ctx.budget.is_some(),
                 };
                 if jobs.try_send(job).is_err() {
                     shared.metrics.count_drop(Reason::Overload);
@@ -1235,13 +1270,9 @@ async fn session_writer(
     mut rx: mpsc::Receiver<Vec<u8>>,
 ) {
     let requeue = |msgs: Vec<Vec<u8>>| {
-        let mut mb = lock(&shared.mailbox);
         for m in msgs {
-            if mb.push(shared.now(), client, m).is_err() {
-                shared.metrics.count_drop(Reason::MailboxFull);
-            }
+            keep_in_mailbox(&shared, client, m);
         }
-        shared.metrics.mailbox_messages.set(mb.len() as i64);
     };
     let backlog = {
         let mut mb = lock(&shared.mailbox);

@@ -135,6 +135,19 @@ fn verifying_key(k: &Key32, what: &'static str) -> Result<VerifyingKey, Error> {
     })
 }
 
+/// Check a hex Ed25519 signature by `key` over `message` (strict verification).
+pub(crate) fn verify_signature(
+    key: &Key32,
+    message: &[u8],
+    hex_sig: &str,
+    what: &'static str,
+) -> Result<(), Error> {
+    let k = verifying_key(key, what)?;
+    let sig = parse_signature(hex_sig, what)?;
+    k.verify_strict(message, &sig)
+        .map_err(|_| Error::BadSignature { what })
+}
+
 /// The public identity key of an Ed25519 secret.
 pub fn identity_public_key(secret: &[u8; 32]) -> Key32 {
     Key32(SigningKey::from_bytes(secret).verifying_key().to_bytes())

@@ -172,6 +172,11 @@ impl LocalNet {
         })
     }
 
+    /// The test's temporary directory (the network is in `net/` below it).
+    pub fn root_path(&self) -> &Path {
+        self.root.path()
+    }
+
     /// A node by name (`gateway-1`, `mix-2a`, ...).
     pub fn node(&self, name: &str) -> &NodeInfo {
         self.nodes.iter().find(|n| n.name == name).unwrap()
@@ -385,6 +390,19 @@ impl Drop for LocalNet {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Resident memory of a process, MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    kib / 1024.0
 }
 
 /// Every file under `dir` (recursively) whose bytes contain `needle`.
