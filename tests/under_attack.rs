@@ -390,3 +390,70 @@ async fn different_fakes_at_each_authority_cannot_freeze_the_directory() {
         refused.1
     );
 }
+
+/// A relay rebuilt its replay filter empty at a restart while its epoch's Sphinx key stayed
+/// on disk, so a packet dropped as a replay before the restart was accepted after it. Now
+/// the filter is saved (every `replay.save_secs` and at shutdown) and restored with its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_still_a_replay_after_the_relay_restarts() {
+    let mut net = LocalNet::start("127.76.0", 5).unwrap();
+    let replays = "lethe_packets_dropped_total{reason=\"replay\"}";
+    let alice = net
+        .client("alice", "gateway-1", "127.76.1.1:0")
+        .await
+        .unwrap();
+    let bob = net
+        .client("bob", "gateway-2", "127.76.1.2:0")
+        .await
+        .unwrap();
+    bob.subscribe().await.unwrap();
+    let out = alice.build(&bob.address(), b"only once").unwrap();
+    alice.send_packet(&out.packet).await.unwrap();
+    assert_eq!(
+        bob.recv_timeout(Duration::from_secs(15)).await.as_deref(),
+        Some(&b"only once"[..])
+    );
+    alice.send_packet(&out.packet).await.unwrap();
+    net.wait_metric("gateway-1", replays, Duration::from_secs(10), |v| v >= 1.0)
+        .await
+        .unwrap();
+    alice.close().await;
+
+    // A clean restart of the entry gateway: same keys, a new process.
+    net.stop_node("gateway-1").unwrap();
+    net.start_node("gateway-1").unwrap();
+    net.wait_metric(
+        "gateway-1",
+        "lethe_topology_nodes",
+        Duration::from_secs(20),
+        |v| v == 8.0,
+    )
+    .await
+    .unwrap();
+    let again = net
+        .client("alice-again", "gateway-1", "127.76.1.3:0")
+        .await
+        .unwrap();
+    again.send_packet(&out.packet).await.unwrap();
+    // The restarted gateway itself drops it (its counters start at zero).
+    net.wait_metric("gateway-1", replays, Duration::from_secs(10), |v| v >= 1.0)
+        .await
+        .unwrap();
+    assert!(
+        bob.recv_timeout(Duration::from_secs(2)).await.is_none(),
+        "the replay was delivered"
+    );
+    // And it still relays: a fresh message gets through it.
+    again
+        .send(&bob.address(), b"after the restart")
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.recv_timeout(Duration::from_secs(15)).await.as_deref(),
+        Some(&b"after the restart"[..])
+    );
+    let log = std::fs::read_to_string(&net.node("gateway-1").log).unwrap();
+    assert!(log.contains("replay filter restored"), "no restore logged");
+    again.close().await;
+    bob.close().await;
+}

@@ -133,6 +133,15 @@ async fn metric(addr: SocketAddr, name: &str) -> f64 {
         .sum()
 }
 
+/// Complete every handshake on `ep` (the authority's liveness probes) and drop it.
+async fn answer_probes(ep: quinn::Endpoint) {
+    while let Some(inc) = ep.accept().await {
+        tokio::spawn(async move {
+            let _ = inc.await;
+        });
+    }
+}
+
 async fn setup(dir: &Path, opts: &NodeOpts) -> anyhow::Result<Bed> {
     let auth_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let relay_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
@@ -151,6 +160,8 @@ async fn setup(dir: &Path, opts: &NodeOpts) -> anyhow::Result<Bed> {
         "1",
         "--max-delay-ms",
         "1000",
+        "--vote-interval-secs",
+        "1",
     ])?;
     let auth = NodeProcess::start(&auth_dir)?;
     let url = format!("http://{auth_addr}");
@@ -188,7 +199,12 @@ async fn setup(dir: &Path, opts: &NodeOpts) -> anyhow::Result<Bed> {
         quinn::Endpoint::server(tls::server_config(&sink_tls)?, "127.0.0.1:0".parse()?)?;
     let sink_addr = sink_endpoint.local_addr()?;
     let gen_tls = TlsIdentity::generate()?;
-    let (gen_desc, _) = stand_in(1, "127.0.0.1:9".parse()?, &gen_tls)?;
+    // The authority lists only relays it reaches: the generator answers its probes on an
+    // endpoint of its own (it sends from another), the sink on its own endpoint (answered
+    // here until the measurement's accept loop takes over).
+    let gen_probe = quinn::Endpoint::server(tls::server_config(&gen_tls)?, "127.0.0.1:0".parse()?)?;
+    let (gen_desc, _) = stand_in(1, gen_probe.local_addr()?, &gen_tls)?;
+    tokio::spawn(answer_probes(gen_probe));
     let (sink_desc, sink_hop) = stand_in(3, sink_addr, &sink_tls)?;
     let directory = DirectoryClient::single(url, vec![Key32::parse_hex(&key, "authority key")?], 1);
     // The authority may still be starting.
@@ -208,7 +224,12 @@ async fn setup(dir: &Path, opts: &NodeOpts) -> anyhow::Result<Bed> {
                 dir.display()
             );
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::select! {
+            Some(inc) = sink_endpoint.accept() => {
+                tokio::spawn(async move { let _ = inc.await; });
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     };
     let relay_id: NodeId = node_cmd(&["id", "--dir", path(&relay_dir)?])?.parse()?;
     let rd = topo.node(&relay_id).context("relay not in topology")?;

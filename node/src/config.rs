@@ -217,6 +217,10 @@ pub struct ReplaySection {
     pub capacity: u64,
     /// False-positive rate per generation (default 1e-6): an honest packet wrongly dropped.
     pub false_positive_rate: f64,
+    /// Seconds between saves of each epoch's filter to the node's directory (default 60;
+    /// also saved at shutdown). A relay killed without a shutdown forgets at most the tags
+    /// of this long.
+    pub save_secs: u64,
 }
 
 impl Default for ReplaySection {
@@ -224,6 +228,7 @@ impl Default for ReplaySection {
         ReplaySection {
             capacity: 4_000_000,
             false_positive_rate: 1e-6,
+            save_secs: 60,
         }
     }
 }
@@ -481,6 +486,9 @@ impl NodeConfig {
                 "replay.false_positive_rate",
                 "must be in [1e-12, 0.5)",
             ));
+        }
+        if r.save_secs == 0 {
+            return Err(invalid("replay.save_secs", "must be at least 1"));
         }
         let g = &self.gateway;
         if g.mailbox_per_client == 0 || g.mailbox_total == 0 {

@@ -102,6 +102,32 @@ pub fn sphinx_key_epochs(dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// Path of the saved replay filter of `epoch`'s Sphinx key in `dir`.
+pub fn replay_path(dir: &Path, epoch: u64) -> std::path::PathBuf {
+    dir.join(format!("replay-{epoch}.bin"))
+}
+
+/// The replay filter saved for `epoch`, if there is a whole one made for these parameters.
+pub fn load_replay(
+    dir: &Path,
+    epoch: u64,
+    capacity: u64,
+    fp_rate: f64,
+) -> Option<lethe_proto::ReplayFilter> {
+    let bytes = files::read_secret(&replay_path(dir, epoch)).ok()?;
+    lethe_proto::ReplayFilter::from_bytes(&bytes, capacity, fp_rate).ok()
+}
+
+/// Save a replay filter for `epoch` (0600): written to a temporary file, synced, then
+/// renamed over the old one, so a crash leaves the old file or the new one, never half.
+pub fn save_replay(dir: &Path, epoch: u64, bytes: &[u8]) -> Result<(), NodeError> {
+    let path = replay_path(dir, epoch);
+    let tmp = dir.join(format!("replay-{epoch}.bin.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    files::write_secret(&tmp, bytes)?;
+    std::fs::rename(&tmp, &path).map_err(|source| NodeError::Io { path, source })
+}
+
 /// The public key of a Sphinx secret.
 pub fn sphinx_public(secret: &[u8; 32]) -> Key32 {
     lethe_proto::packet::sphinx_public_key(secret)

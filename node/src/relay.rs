@@ -75,6 +75,8 @@ struct EpochKeyState {
     public: Key32,
     node: SphinxNode,
     replay: Mutex<ReplayFilter>,
+    /// The filter's tag count when it was last saved.
+    saved: std::sync::atomic::AtomicU64,
 }
 
 /// One accepted connection, shared by its stream readers.
@@ -205,23 +207,36 @@ impl Shared {
                 continue;
             }
             let secret = crate::keys::sphinx_key(&self.dir, *e)?;
-            let mut replay_key = [0u8; 32];
-            rand::Rng::fill_bytes(&mut rand::rng(), &mut replay_key);
             let node = SphinxNode::new(secret, t.max_delay());
+            // The filter saved for this key before a restart, so that a packet seen then is
+            // still a replay; else a fresh one.
+            let (cap, fp) = (
+                self.cfg.replay.capacity,
+                self.cfg.replay.false_positive_rate,
+            );
+            let replay = match crate::keys::load_replay(&self.dir, *e, cap, fp) {
+                Some(f) => {
+                    info!(epoch = e, tags = f.inserted(), "replay filter restored");
+                    f
+                }
+                None => {
+                    let mut replay_key = [0u8; 32];
+                    rand::Rng::fill_bytes(&mut rand::rng(), &mut replay_key);
+                    ReplayFilter::new(replay_key, cap, fp)?
+                }
+            };
             ring.push(Arc::new(EpochKeyState {
                 epoch: *e,
                 public: node.public_key(),
                 node,
-                replay: Mutex::new(ReplayFilter::new(
-                    replay_key,
-                    self.cfg.replay.capacity,
-                    self.cfg.replay.false_positive_rate,
-                )?),
+                saved: replay.inserted().into(),
+                replay: Mutex::new(replay),
             }));
         }
         for e in crate::keys::sphinx_key_epochs(&self.dir) {
             if !wanted.contains(&e) {
                 let _ = std::fs::remove_file(crate::keys::sphinx_key_path(&self.dir, e));
+                let _ = std::fs::remove_file(crate::keys::replay_path(&self.dir, e));
                 info!(epoch = e, "expired Sphinx key deleted");
             }
         }
@@ -237,6 +252,25 @@ impl Shared {
             Err(p) => *p.into_inner() = ring,
         }
         Ok(changed)
+    }
+
+    /// Save every key's replay filter that recorded tags since its last save (a copy is
+    /// made under the lock, the file written without it). Blocking: call off the async
+    /// threads.
+    fn save_replays(&self) {
+        for k in self.ring() {
+            let (bytes, inserted) = {
+                let f = lock(&k.replay);
+                if f.inserted() == k.saved.load(Ordering::Relaxed) {
+                    continue;
+                }
+                (f.to_bytes(), f.inserted())
+            };
+            match crate::keys::save_replay(&self.dir, k.epoch, &bytes) {
+                Ok(()) => k.saved.store(inserted, Ordering::Relaxed),
+                Err(e) => warn!(epoch = k.epoch, error = %e, "cannot save the replay filter"),
+            }
+        }
     }
 
     fn is_gateway(&self) -> bool {
@@ -452,6 +486,18 @@ impl Relay {
 
         // Directory: register and fetch before accepting traffic.
         tasks.spawn(directory_task(shared.clone()));
+        // Replay filters survive a restart: saved every `replay.save_secs`.
+        {
+            let sh = shared.clone();
+            let every = Duration::from_secs(shared.cfg.replay.save_secs);
+            tasks.spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let s = sh.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.save_replays()).await;
+                }
+            });
+        }
         // Scheduler.
         let scheduler = tokio::spawn(scheduler(shared.clone(), sched_rx, cover));
         // Accept loop.
@@ -477,6 +523,10 @@ impl Relay {
         links.abort_all();
         tasks.abort_all();
         endpoint.close(code::SHUTDOWN.into(), b"shutdown");
+        {
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || s.save_replays()).await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         info!(
             out = metrics.packets_out.load(Ordering::Relaxed),

@@ -19,6 +19,8 @@ pub struct ReplayFilter {
     generations: [Vec<u64>; 2],
     current: usize,
     in_current: u64,
+    /// Tags recorded in all (kept in a saved filter).
+    inserted: u64,
     capacity: u64,
     bits: u64,
     hashes: u32,
@@ -77,6 +79,7 @@ impl ReplayFilter {
             generations: [vec![0; words], vec![0; words]],
             current: 0,
             in_current: 0,
+            inserted: 0,
             capacity,
             bits,
             hashes,
@@ -150,12 +153,110 @@ impl ReplayFilter {
             self.generations[cur][w] |= m;
         }
         self.in_current += 1;
+        self.inserted += 1;
         if self.in_current >= self.capacity {
             self.current = old;
             self.generations[old].fill(0);
             self.in_current = 0;
         }
         false
+    }
+}
+
+/// First bytes of a saved filter (version 1 of the format below).
+const FILE_MAGIC: &[u8; 8] = b"LETHERF1";
+
+impl ReplayFilter {
+    /// Tags recorded since the filter was made (a saved filter keeps its count): a driver
+    /// saves the filter again only when this moved.
+    pub fn inserted(&self) -> u64 {
+        self.inserted
+    }
+
+    /// The filter as bytes, for a relay to keep across a restart. Format (little endian):
+    /// `LETHERF1`, the 32-byte hashing key, capacity, bits (u64 each), hashes (u32),
+    /// current generation (u8), tags in the current generation, tags inserted (u64 each),
+    /// both generations' words (u64 each, bits / 64 per generation), then the BLAKE3 hash
+    /// of everything before it (32 bytes): a torn or altered file is refused whole.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let words: usize = self.generations.iter().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(8 + 32 + 8 * 2 + 4 + 1 + 8 * 2 + words * 8 + 32);
+        out.extend_from_slice(FILE_MAGIC);
+        out.extend_from_slice(&self.key);
+        out.extend_from_slice(&self.capacity.to_le_bytes());
+        out.extend_from_slice(&self.bits.to_le_bytes());
+        out.extend_from_slice(&self.hashes.to_le_bytes());
+        out.push(self.current as u8);
+        out.extend_from_slice(&self.in_current.to_le_bytes());
+        out.extend_from_slice(&self.inserted.to_le_bytes());
+        for g in &self.generations {
+            for w in g {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        let check = blake3::hash(&out);
+        out.extend_from_slice(check.as_bytes());
+        out
+    }
+
+    /// A filter saved by [`ReplayFilter::to_bytes`], if it is whole and was made for
+    /// `capacity` tags at `fp_rate` (a filter of other parameters is refused: the relay then
+    /// starts a fresh one).
+    pub fn from_bytes(bytes: &[u8], capacity: u64, fp_rate: f64) -> Result<Self, Error> {
+        let bad = |detail: &str| Error::Malformed {
+            what: "replay filter file",
+            detail: detail.into(),
+        };
+        let fresh = ReplayFilter::new([0; 32], capacity, fp_rate)?;
+        let words = fresh.generations[0].len();
+        let want = 8 + 32 + 8 + 8 + 4 + 1 + 8 + 8 + 2 * words * 8 + 32;
+        if bytes.len() != want {
+            return Err(bad("wrong length for these parameters"));
+        }
+        let (body, check) = bytes.split_at(want - 32);
+        if blake3::hash(body).as_bytes() != check {
+            return Err(bad("checksum mismatch (torn or altered)"));
+        }
+        if &body[..8] != FILE_MAGIC {
+            return Err(bad("not a replay filter file"));
+        }
+        let u64_at = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&body[o..o + 8]);
+            u64::from_le_bytes(b)
+        };
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&body[8..40]);
+        let (cap, bits) = (u64_at(40), u64_at(48));
+        let mut h = [0u8; 4];
+        h.copy_from_slice(&body[56..60]);
+        let hashes = u32::from_le_bytes(h);
+        if cap != fresh.capacity || bits != fresh.bits || hashes != fresh.hashes {
+            return Err(bad("made for other parameters"));
+        }
+        let current = usize::from(body[60]);
+        let (in_current, inserted) = (u64_at(61), u64_at(69));
+        if current > 1 || in_current >= cap {
+            return Err(bad("inconsistent header"));
+        }
+        let mut generations = [vec![0u64; words], vec![0u64; words]];
+        let mut o = 77;
+        for g in generations.iter_mut() {
+            for w in g.iter_mut() {
+                *w = u64_at(o);
+                o += 8;
+            }
+        }
+        Ok(ReplayFilter {
+            key,
+            generations,
+            current,
+            in_current,
+            inserted,
+            capacity: cap,
+            bits,
+            hashes,
+        })
     }
 }
 
@@ -230,6 +331,32 @@ mod tests {
         }
         // rotated twice: `first` is forgotten
         assert!(!f.check_and_insert(&first));
+    }
+
+    #[test]
+    fn a_saved_filter_remembers_its_tags_and_a_damaged_file_is_refused() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut f = ReplayFilter::new([4; 32], 1000, 1e-6).unwrap();
+        let tags: Vec<[u8; 32]> = (0..1500).map(|_| tag(&mut rng)).collect();
+        for t in &tags {
+            f.check_and_insert(t);
+        }
+        let bytes = f.to_bytes();
+        let mut g = ReplayFilter::from_bytes(&bytes, 1000, 1e-6).unwrap();
+        assert_eq!(g.inserted(), 1500);
+        for t in &tags {
+            assert!(
+                g.check_and_insert(t),
+                "a replay after the restart is caught"
+            );
+        }
+        assert_eq!(g.to_bytes(), f.to_bytes(), "nothing new was recorded");
+        // Torn, altered or made for other parameters: refused.
+        assert!(ReplayFilter::from_bytes(&bytes[..bytes.len() - 1], 1000, 1e-6).is_err());
+        let mut flipped = bytes.clone();
+        flipped[100] ^= 1;
+        assert!(ReplayFilter::from_bytes(&flipped, 1000, 1e-6).is_err());
+        assert!(ReplayFilter::from_bytes(&bytes, 2000, 1e-6).is_err());
     }
 
     #[test]
