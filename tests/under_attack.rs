@@ -457,3 +457,145 @@ async fn a_replay_is_still_a_replay_after_the_relay_restarts() {
     again.close().await;
     bob.close().await;
 }
+
+/// Hold `n` connections to `target` from `ip`, each with a fresh identity; returns them
+/// (and how many were refused).
+async fn hold_connections(
+    ip: &str,
+    target: std::net::SocketAddr,
+    cert: Key32,
+    n: usize,
+) -> (Vec<quinn::Connection>, usize) {
+    let ep = quinn::Endpoint::client(format!("{ip}:0").parse().unwrap()).unwrap();
+    let id = TlsIdentity::generate().unwrap();
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for _ in 0..n {
+        match tokio::time::timeout(Duration::from_secs(3), tls::connect(&ep, &id, target, cert))
+            .await
+        {
+            Ok(Ok(c)) => held.push(c),
+            _ => refused += 1,
+        }
+    }
+    (held, refused)
+}
+
+/// Caps were global and keyed on the full address: connections from a few addresses filled
+/// the global cap and even relays' links were refused; the handshake bucket was taken
+/// before the handshake, so Initials that could never complete (430/s from one source)
+/// refused most honest handshakes. Now relays have a budget of their own, sources count by
+/// prefix (IPv4 /32, IPv6 /64; loopback here, so /32), every connection first answers a
+/// QUIC Retry, and only completed handshakes are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_addresses_cannot_lock_relays_or_honest_handshakes_out() {
+    let mut net = LocalNet::start("127.74.0", 5).unwrap();
+    // A small client cap on gateway-1, so four addresses fill it here.
+    net.reconfigure(
+        &["gateway-1"],
+        &[("max_connections", "100"), ("connections_per_ip", "30")],
+    )
+    .await
+    .unwrap();
+    let gw1 = net.node("gateway-1").clone();
+    let gw2 = net.node("gateway-2").clone();
+    let bob = net
+        .client("bob", "gateway-1", "127.74.1.2:0")
+        .await
+        .unwrap();
+    bob.subscribe().await.unwrap();
+    let alice = net
+        .client("alice", "gateway-2", "127.74.1.1:0")
+        .await
+        .unwrap();
+    let topology = alice.topology();
+    let cert = |id: &str| topology.node(&id.parse().unwrap()).unwrap().tls_cert;
+    let (cert1, cert2) = (cert(&gw1.id), cert(&gw2.id));
+
+    // 1. Fill gateway-1's client cap from four addresses.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 1..=4 {
+        let (h, r) = hold_connections(
+            &format!("127.74.9.{i}"),
+            gw1.listen.parse().unwrap(),
+            cert1,
+            30,
+        )
+        .await;
+        held.extend(h);
+        refused += r;
+    }
+    assert!(
+        held.len() <= 99 && refused > 0,
+        "{} held, {refused} refused",
+        held.len()
+    );
+    // The last-layer mixes restart, so their links into gateway-1 must be made anew.
+    for m in ["mix-3a", "mix-3b"] {
+        net.stop_node(m).unwrap();
+        net.start_node(m).unwrap();
+    }
+    for m in ["mix-3a", "mix-3b"] {
+        net.wait_metric(m, "lethe_topology_nodes", Duration::from_secs(20), |v| {
+            v == 8.0
+        })
+        .await
+        .unwrap();
+    }
+    for i in 0..10u8 {
+        alice.send(&bob.address(), &[i; 32]).await.unwrap();
+    }
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while got < 10 && Instant::now() < deadline {
+        if bob.recv_timeout(Duration::from_secs(1)).await.is_some() {
+            got += 1;
+        }
+    }
+    assert_eq!(
+        got, 10,
+        "relays' links into a gateway full of clients were refused"
+    );
+    drop(held);
+
+    // 2. Handshakes that never complete (a wrong pin: the client gives up once it sees the
+    // certificate), as fast as eight tasks go from one address, for at most 6 s, while ten
+    // honest clients connect to the same gateway from their own addresses.
+    let stop = Instant::now() + Duration::from_secs(6);
+    let target: std::net::SocketAddr = gw2.listen.parse().unwrap();
+    let junk: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let ep = quinn::Endpoint::client("127.74.9.9:0".parse().unwrap()).unwrap();
+                let id = TlsIdentity::generate().unwrap();
+                let mut n = 0u32;
+                while Instant::now() < stop && n < 2000 {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        tls::connect(&ep, &id, target, Key32([0; 32])),
+                    )
+                    .await;
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut honest_ok = 0;
+    for i in 0..10 {
+        let (h, _) = hold_connections(&format!("127.74.2.{i}"), target, cert2, 1).await;
+        honest_ok += h.len();
+    }
+    let mut attempts = 0;
+    for j in junk {
+        attempts += j.await.unwrap();
+    }
+    eprintln!(
+        "limits: {} of 120 held at gateway-1, relays re-linked, bob got {got}/10; {attempts} failing handshakes in 6 s, honest {honest_ok}/10",
+        120 - refused
+    );
+    assert_eq!(honest_ok, 10, "honest handshakes refused during the flood");
+    alice.close().await;
+    bob.close().await;
+}

@@ -91,15 +91,20 @@ pub enum MixingStrategy {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
-    /// Open QUIC connections from one IP address (default 64).
+    /// Open QUIC connections, and handshakes in progress, from one source prefix: an IPv4
+    /// address or an IPv6 /64 (default 64).
     pub connections_per_ip: usize,
-    /// Open QUIC connections in all (default 4096).
+    /// Open QUIC connections in all from peers that are not relays (default 4096); when
+    /// full, new ones are refused and none is evicted.
     pub max_connections: usize,
-    /// New handshakes accepted per second, all sources together (default 200; bursts of
-    /// up to the same number).
+    /// Open QUIC connections from relays of the topology (known by the address they
+    /// publish), a budget clients cannot use up (default 1024).
+    pub relay_connections: usize,
+    /// Handshakes completed per second, all sources together (default 200; bursts of up
+    /// to the same number); every new connection first answers a QUIC Retry.
     pub handshakes_per_sec: u32,
-    /// Packets one client connection may send per second, bursts of as many (default
-    /// 2000); relays' links are not limited.
+    /// Packets the clients of one source prefix may send per second together, bursts of
+    /// as many (default 2000); relays' links are not limited.
     pub client_packets_per_sec: u32,
 }
 
@@ -108,6 +113,7 @@ impl Default for LimitsSection {
         LimitsSection {
             connections_per_ip: 64,
             max_connections: 4096,
+            relay_connections: 1024,
             handshakes_per_sec: 200,
             client_packets_per_sec: 2000,
         }
@@ -513,6 +519,9 @@ impl NodeConfig {
         let l = &self.limits;
         if l.connections_per_ip == 0 {
             return Err(invalid("limits.connections_per_ip", "must be at least 1"));
+        }
+        if l.relay_connections == 0 {
+            return Err(invalid("limits.relay_connections", "must be at least 1"));
         }
         if l.max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));

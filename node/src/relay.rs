@@ -23,7 +23,7 @@ use lethe_net::link::{ReadOutcome, push_frame, read_frame, write_frame};
 use lethe_net::tls::{self, peer_cert_hash};
 use lethe_net::{NetError, Sensitive, http};
 use lethe_proto::frame::REPLY_BODY_LEN;
-use lethe_proto::limit::{Counters, TokenBucket};
+use lethe_proto::limit::{Counters, KeyedBuckets, TokenBucket, source_prefix};
 use lethe_proto::mixloop::build_mix_loop;
 use lethe_proto::packet::{PACKET_SIZE, sample_delay};
 use lethe_proto::topology::{NodeDescriptor, Role};
@@ -46,6 +46,7 @@ mod code {
     pub const SHUTDOWN: u32 = 0;
     pub const BAD_FRAME: u32 = 1;
     pub const UNKNOWN_PEER: u32 = 2;
+    pub const BUSY: u32 = 3;
 }
 
 /// A packet waiting in the mix queue.
@@ -86,9 +87,10 @@ struct ConnCtx {
     cert: Key32,
     /// Sequence number of this connection's subscription; 0 until it subscribes (once).
     session: std::sync::atomic::AtomicU64,
-    /// Packets a client may send per second (relays are not limited): one client cannot
-    /// fill the shared crypto queue and crowd everyone else out.
-    budget: Option<Mutex<TokenBucket>>,
+    /// A client's source prefix, whose packet budget it spends (relays are not limited):
+    /// one host cannot fill the shared crypto queue and crowd everyone else out, however
+    /// many connections or addresses of its prefix it uses.
+    prefix: Option<IpAddr>,
 }
 
 /// Who is at the other end of a connection.
@@ -120,10 +122,16 @@ struct Shared {
     ring: RwLock<Vec<Arc<EpochKeyState>>>,
     /// The node's directory (Sphinx key files live there).
     dir: std::path::PathBuf,
-    /// Open connections per source address and in all.
+    /// Open connections (and handshakes in progress) per source prefix and in all, of
+    /// peers that are not relays of the topology.
     connections: Mutex<Counters<IpAddr>>,
-    /// New handshakes per second.
+    /// The same for relays (known by the address they connect from): a budget of their
+    /// own, which clients cannot use up.
+    relay_connections: Mutex<Counters<IpAddr>>,
+    /// Completed handshakes per second.
     handshakes: Mutex<TokenBucket>,
+    /// Packets per second per client source prefix.
+    packet_budget: Mutex<KeyedBuckets<IpAddr>>,
     /// Milliseconds since `origin` of the last on-demand topology fetch (rate limit).
     last_fetch_ms: std::sync::atomic::AtomicU64,
     /// Secret destination of this mix's own loop packets: the final hop of a loop is the mix
@@ -384,6 +392,15 @@ impl Relay {
             last_fetch_ms: Default::default(),
             connections: Mutex::new(Counters::new(
                 cfg.limits.connections_per_ip,
+                cfg.limits.max_connections,
+            )),
+            relay_connections: Mutex::new(Counters::new(
+                cfg.limits.relay_connections,
+                cfg.limits.relay_connections,
+            )),
+            packet_budget: Mutex::new(KeyedBuckets::new(
+                f64::from(cfg.limits.client_packets_per_sec),
+                f64::from(cfg.limits.client_packets_per_sec),
                 cfg.limits.max_connections,
             )),
             handshakes: Mutex::new(TokenBucket::new(
@@ -1115,10 +1132,26 @@ async fn accept_loop(shared: Arc<Shared>, jobs: crossbeam_channel::Sender<Job>) 
             incoming.refuse();
             continue;
         }
-        let ip = incoming.remote_address().ip();
-        let admitted = lock(&shared.handshakes).try_take(shared.now())
-            && lock(&shared.connections).acquire(ip);
-        if !admitted {
+        // A stateless Retry first: costs us one packet, and only a peer that really
+        // receives at its source address comes back (no spoofed floods of Initials).
+        if !incoming.remote_address_validated() && incoming.may_retry() {
+            let _ = incoming.retry();
+            continue;
+        }
+        let remote = incoming.remote_address();
+        let prefix = source_prefix(remote.ip());
+        // Relays connect from the address they publish; a spoofed one cannot pass the Retry.
+        let relay = shared
+            .topology()
+            .is_some_and(|t| t.node_at(&remote).is_some());
+        let counters = if relay {
+            &shared.relay_connections
+        } else {
+            &shared.connections
+        };
+        // When a budget is full, new connections are refused; nothing already open is
+        // evicted (an attacker cannot push established peers out).
+        if !lock(counters).acquire(prefix) {
             shared
                 .metrics
                 .connections_refused
@@ -1129,12 +1162,25 @@ async fn accept_loop(shared: Arc<Shared>, jobs: crossbeam_channel::Sender<Job>) 
         let sh = shared.clone();
         let jobs = jobs.clone();
         tokio::spawn(async move {
-            let remote = Sensitive::new(incoming.remote_address());
+            let peer = Sensitive::new(remote);
             match incoming.await {
-                Ok(conn) => serve_connection(sh.clone(), conn, jobs).await,
-                Err(e) => debug!(peer = %remote, error = %e, "handshake failed"),
+                // Handshakes are counted once they succeed: Initials that can never complete
+                // spend only their own prefix's connection slots, for the handshake's time.
+                Ok(conn) if !lock(&sh.handshakes).try_take(sh.now()) => {
+                    sh.metrics
+                        .connections_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    conn.close(code::BUSY.into(), b"busy");
+                }
+                Ok(conn) => serve_connection(sh.clone(), conn, jobs, prefix).await,
+                Err(e) => debug!(peer = %peer, error = %e, "handshake failed"),
             }
-            lock(&sh.connections).release(ip);
+            let counters = if relay {
+                &sh.relay_connections
+            } else {
+                &sh.connections
+            };
+            lock(counters).release(prefix);
         });
     }
 }
@@ -1167,6 +1213,7 @@ async fn serve_connection(
     shared: Arc<Shared>,
     conn: quinn::Connection,
     jobs: crossbeam_channel::Sender<Job>,
+    prefix: IpAddr,
 ) {
     let remote: Sensitive<SocketAddr> = Sensitive::new(conn.remote_address());
     let Some(cert) = peer_cert_hash(&conn) else {
@@ -1190,12 +1237,11 @@ async fn serve_connection(
         Peer::Node(id) => debug!(relay = %Sensitive::new(id.short()), "relay connection up"),
         Peer::Client => debug!(peer = %remote, "client connection up"),
     }
-    let rate = f64::from(shared.cfg.limits.client_packets_per_sec);
     let ctx = Arc::new(ConnCtx {
         conn: conn.clone(),
         cert,
         session: std::sync::atomic::AtomicU64::new(0),
-        budget: is_client.then(|| Mutex::new(TokenBucket::new(rate, rate, shared.now()))),
+        prefix: is_client.then_some(prefix),
     });
     // Streams are read until the connection closes, also during a shutdown's grace period:
     // packets already on their way to us are still mixed and handed on. Finished readers are
@@ -1239,8 +1285,8 @@ async fn read_stream(
         match read_frame(&mut recv, &mut body).await {
             Ok(ReadOutcome::Frame(FrameKind::Packet)) => {
                 shared.metrics.packet_in();
-                if let Some(b) = &ctx.budget
-                    && !lock(b).try_take(shared.now())
+                if let Some(p) = ctx.prefix
+                    && !lock(&shared.packet_budget).try_take(p, shared.now())
                 {
                     shared.metrics.count_drop(Reason::RateLimited);
                     continue;
@@ -1249,7 +1295,7 @@ async fn read_stream(
                 let job = Job {
                     arrival: shared.now(),
                     bytes,
-                    from_client: ctx.budget.is_some(),
+                    from_client: ctx.prefix.is_some(),
                 };
                 if jobs.try_send(job).is_err() {
                     shared.metrics.count_drop(Reason::Overload);

@@ -1,8 +1,12 @@
-//! Admission control for hostile peers: a token bucket (rate) and per-source counters
-//! (concurrency). Time is passed in.
+//! Admission control for hostile peers: a token bucket (rate), token buckets per source
+//! prefix, and per-source counters (concurrency). Sources count by network prefix
+//! ([`source_prefix`]): one IPv4 address, or one IPv6 /64, the block one subscriber usually
+//! gets, so a host cannot multiply its share by using more addresses of its own /64. Time
+//! is passed in.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 
 use crate::Timestamp;
 
@@ -37,6 +41,74 @@ impl TokenBucket {
         } else {
             false
         }
+    }
+}
+
+/// The prefix that `ip` counts under: an IPv4 address itself (/32), the /64 of an IPv6
+/// address, and an IPv4 address written as IPv6 (`::ffff:a.b.c.d`) as that IPv4 address.
+pub fn source_prefix(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+impl TokenBucket {
+    /// Whether the bucket would be full at `now` (its owner has been idle long enough).
+    pub fn is_full(&self, now: Timestamp) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + dt * self.rate >= self.burst
+    }
+}
+
+/// One token bucket per key (a source prefix), created full on first use. When more than
+/// `max_keys` are held, those that have refilled (idle sources) are forgotten, so memory
+/// follows the active sources and a forgotten one loses nothing.
+#[derive(Debug)]
+pub struct KeyedBuckets<K> {
+    buckets: HashMap<K, TokenBucket>,
+    rate: f64,
+    burst: f64,
+    max_keys: usize,
+}
+
+impl<K: Hash + Eq + Copy> KeyedBuckets<K> {
+    /// `rate` tokens per second per key, bursts of `burst`.
+    pub fn new(rate: f64, burst: f64, max_keys: usize) -> Self {
+        KeyedBuckets {
+            buckets: HashMap::new(),
+            rate,
+            burst,
+            max_keys: max_keys.max(1),
+        }
+    }
+
+    /// Take one of `k`'s tokens if it has one.
+    pub fn try_take(&mut self, k: K, now: Timestamp) -> bool {
+        if self.buckets.len() >= self.max_keys && !self.buckets.contains_key(&k) {
+            self.buckets.retain(|_, b| !b.is_full(now));
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets
+            .entry(k)
+            .or_insert_with(|| TokenBucket::new(rate, burst, now))
+            .try_take(now)
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
     }
 }
 
@@ -107,6 +179,45 @@ mod tests {
         assert_eq!((0..10).filter(|_| b.try_take(t2)).count(), 5);
         // time going backwards gives nothing
         assert!(!b.try_take(t0));
+    }
+
+    #[test]
+    fn sources_count_by_prefix() {
+        let p = |s: &str| source_prefix(s.parse().unwrap());
+        assert_eq!(p("192.0.2.7"), p("192.0.2.7"));
+        assert_ne!(p("192.0.2.7"), p("192.0.2.8"), "IPv4: one address each");
+        assert_eq!(
+            p("2001:db8:1:2:aaaa::1"),
+            p("2001:db8:1:2:ffff:1:2:3"),
+            "one IPv6 /64"
+        );
+        assert_ne!(p("2001:db8:1:2::1"), p("2001:db8:1:3::1"));
+        assert_eq!(p("::ffff:192.0.2.7"), p("192.0.2.7"));
+        // A /64 full of addresses shares one budget.
+        let mut b = KeyedBuckets::new(10.0, 10.0, 100);
+        let t = Timestamp::ZERO;
+        let taken = (0..100u16)
+            .filter(|i| b.try_take(p(&format!("2001:db8::{i:x}")), t))
+            .count();
+        assert_eq!(taken, 10);
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn keyed_buckets_forget_idle_sources_only() {
+        let t0 = Timestamp::ZERO;
+        let mut b = KeyedBuckets::new(1.0, 2.0, 2);
+        assert!(b.try_take(1, t0) && b.try_take(1, t0) && !b.try_take(1, t0));
+        assert!(b.try_take(2, t0));
+        // Full map: key 3 arrives; 1 and 2 are not refilled yet, so nothing is forgotten
+        // (1's empty bucket must not come back full).
+        assert!(b.try_take(3, t0));
+        assert_eq!(b.len(), 3);
+        assert!(!b.try_take(1, t0));
+        // Later, idle keys have refilled and are dropped when room is needed.
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(b.try_take(4, t1));
+        assert_eq!(b.len(), 1);
     }
 
     #[test]

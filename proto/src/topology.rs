@@ -383,6 +383,7 @@ pub struct Topology {
     nodes: Vec<NodeDescriptor>,
     by_id: HashMap<NodeId, usize>,
     by_cert: HashMap<Key32, usize>,
+    by_addr: HashMap<std::net::SocketAddr, usize>,
     layers: [Vec<usize>; MIX_LAYERS as usize],
     gateways: Vec<usize>,
 }
@@ -407,6 +408,7 @@ impl Topology {
             nodes: Vec::new(),
             by_id: HashMap::new(),
             by_cert: HashMap::new(),
+            by_addr: HashMap::new(),
             layers: Default::default(),
             gateways: Vec::new(),
         };
@@ -427,6 +429,7 @@ impl Topology {
             let i = t.nodes.len();
             t.by_id.insert(n.id, i);
             t.by_cert.insert(n.tls_cert, i);
+            t.by_addr.insert(n.address, i);
             match (n.role, n.layer) {
                 (Role::Mix, Some(l)) => t.layers[usize::from(l - 1)].push(i),
                 _ => t.gateways.push(i),
@@ -455,6 +458,11 @@ impl Topology {
     /// A node by the hash of its TLS certificate.
     pub fn node_by_cert(&self, cert: &Key32) -> Option<&NodeDescriptor> {
         self.by_cert.get(cert).map(|&i| &self.nodes[i])
+    }
+
+    /// A node by the address it publishes (relays connect from the address they listen on).
+    pub fn node_at(&self, addr: &std::net::SocketAddr) -> Option<&NodeDescriptor> {
+        self.by_addr.get(addr).map(|&i| &self.nodes[i])
     }
     /// The gateways.
     pub fn gateways(&self) -> impl Iterator<Item = &NodeDescriptor> {
