@@ -166,6 +166,7 @@ start() {
   fi
   # The exit service and a SOCKS proxy using it.
   local common=(--directory "$DIRECTORY" --threshold "$THRESHOLD" "${key_args[@]}") exit_addr
+  common+=("${mirror_args[@]}")
   exit_addr=$("$BIN/lethe-node" init --dir "$dir/exit" --role exit --listen "$PREFIX.50:0" \
     --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-2")" --allow "127.0.0.0/8:*" \
     --allow "[::1]:*" "${common[@]}" 2>/dev/null) || { stop "$dir"; die "init of the exit failed"; }

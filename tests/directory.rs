@@ -102,7 +102,7 @@ async fn three_authorities_agree_and_forgeries_are_refused() {
             directory: url.clone(),
             authority_keys: net.authority_keys.clone(),
             threshold: 2,
-            gateway: None,
+            ..Default::default()
         };
         let err = lethe_client::init(&dir, cfg).await.unwrap_err().to_string();
         assert!(

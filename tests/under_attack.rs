@@ -599,3 +599,85 @@ async fn a_few_addresses_cannot_lock_relays_or_honest_handshakes_out() {
     alice.close().await;
     bob.close().await;
 }
+
+/// One host's connections to an authority, each sending half a request and then a byte a
+/// second, reopened as the authority closes them: at most `max_open` at once and
+/// `max_total` in all, until `stop`. Returns how many it opened.
+async fn slowloris(from: &str, to: std::net::SocketAddr, stop: Instant) -> u32 {
+    use tokio::io::AsyncWriteExt;
+    let (max_open, max_total) = (200, 5000u32);
+    let mut opened = 0u32;
+    let mut open: Vec<tokio::net::TcpStream> = Vec::new();
+    while Instant::now() < stop {
+        while open.len() < max_open && opened < max_total {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+            opened += 1;
+            if let Ok(Ok(mut s)) =
+                tokio::time::timeout(Duration::from_millis(200), sock.connect(to)).await
+                && s.write_all(b"GET /v1/topology HTTP/1.1\r\n").await.is_ok()
+            {
+                open.push(s);
+            }
+        }
+        let mut alive = Vec::new();
+        for mut s in open.drain(..) {
+            if let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(50), s.write_all(b"X")).await
+            {
+                alive.push(s);
+            }
+        }
+        open = alive;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    opened
+}
+
+/// An authority had 64 HTTP slots and no per-address limit, and clients knew one directory
+/// URL: slow connections from one host held every slot and new clients could not start.
+/// Now the authority's server (hyper) keeps each source prefix to 8 connections and drops
+/// a head not read within 5 s, and clients fetch from every authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_connections_cannot_cut_clients_off_the_directory() {
+    let mut net = LocalNet::start("127.73.0", 5).unwrap();
+    let a1: std::net::SocketAddr = net.node("authority-1").listen.parse().unwrap();
+    let stop = Instant::now() + Duration::from_secs(12);
+    let attack = tokio::spawn(slowloris("127.73.9.1", a1, stop));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Honest fetches from another address are answered, and at once.
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (status, _) = http::request("GET", &format!("http://{a1}/v1/topology"), None)
+            .await
+            .expect("authority-1 answers during the attack");
+        assert_eq!(status, 200);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    // A client whose first directory URL is authority-1 starts during the attack.
+    let alice = net
+        .client("alice", "gateway-1", "127.73.1.1:0")
+        .await
+        .unwrap();
+    let opened = attack.await.unwrap();
+    // With authority-1 gone altogether, a client still starts, from the other authorities.
+    net.kill_node("authority-1").unwrap();
+    let bob = net
+        .client("bob", "gateway-2", "127.73.1.2:0")
+        .await
+        .unwrap();
+    bob.subscribe().await.unwrap();
+    alice
+        .send(&bob.address(), b"through the mirrors")
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.recv_timeout(Duration::from_secs(15)).await.as_deref(),
+        Some(&b"through the mirrors"[..])
+    );
+    eprintln!(
+        "slowloris: {opened} slow connections in 12 s; honest fetches answered; clients start without authority-1"
+    );
+    alice.close().await;
+    bob.close().await;
+}

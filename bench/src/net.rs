@@ -149,6 +149,16 @@ pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Re
                 .collect(),
             threshold: json["threshold"].as_u64().unwrap_or(1) as usize,
             gateway: Some(gateways[i % gateways.len()].clone()),
+            mirrors: json["directories"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .skip(1)
+                        .filter_map(|u| u.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            network: None,
         };
         lethe_client::init(&dir, cfg).await?;
         let c = Client::connect(&dir, ConnectOptions::default()).await?;

@@ -59,6 +59,14 @@ pub struct ClientConfig {
     /// Directory authority URL.
     #[serde(default)]
     pub directory: String,
+    /// The other authorities' URLs: documents are fetched from all of them, from a random
+    /// one on, so one authority down, slow or lying costs nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
+    /// The network's name, recorded at `init` from the first document: a document of
+    /// another network is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     /// Hex Ed25519 keys of the authorities.
     #[serde(default)]
     pub authority_keys: Vec<String>,
@@ -105,11 +113,10 @@ impl ClientConfig {
             .iter()
             .map(|k| Key32::parse_hex(k, "authority key"))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(DirectoryClient::single(
-            self.directory.clone(),
-            authorities,
-            self.threshold,
-        ))
+        let mut d = DirectoryClient::single(self.directory.clone(), authorities, self.threshold);
+        d.mirrors = self.mirrors.clone();
+        d.network = self.network.clone();
+        Ok(d)
     }
 
     fn gateway(&self) -> Result<NodeId, ClientError> {
@@ -129,8 +136,20 @@ pub async fn init(dir: &Path, mut cfg: ClientConfig) -> Result<ClientAddress, Cl
         return Err(ClientError::AlreadyInitialised(path));
     }
     std::fs::create_dir_all(dir).map_err(|e| config_err(dir, e.to_string()))?;
-    if cfg.gateway.is_none() {
-        let topology = cfg.directory_client()?.fetch().await?;
+    // The first document names the network: later ones must be of the same.
+    let first = match cfg.gateway {
+        None => Some(cfg.directory_client()?.fetch().await?),
+        Some(_) => match cfg.directory_client() {
+            Ok(d) => d.fetch().await.ok(),
+            Err(_) => None,
+        },
+    };
+    if cfg.network.is_none() {
+        cfg.network = first.as_ref().map(|t| t.body().network.clone());
+    }
+    if cfg.gateway.is_none()
+        && let Some(topology) = first
+    {
         let gateways: Vec<NodeId> = topology.gateways().map(|g| g.id).collect();
         if gateways.is_empty() {
             return Err(lethe_proto::Error::NoRoute {
@@ -168,6 +187,8 @@ pub struct ConnectOptions {
     pub directory: Option<String>,
     /// Override the authority keys of `client.toml`.
     pub authority_keys: Vec<String>,
+    /// Override the mirrors of `client.toml` (when not empty).
+    pub mirrors: Vec<String>,
     /// Local address of the QUIC endpoint (default `0.0.0.0:0`).
     pub bind: Option<SocketAddr>,
 }
@@ -278,6 +299,9 @@ impl Client {
         let mut cfg = ClientConfig::load(dir)?;
         if let Some(d) = opts.directory {
             cfg.directory = d;
+        }
+        if !opts.mirrors.is_empty() {
+            cfg.mirrors = opts.mirrors;
         }
         if !opts.authority_keys.is_empty() {
             cfg.authority_keys = opts.authority_keys;

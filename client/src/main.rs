@@ -35,6 +35,10 @@ struct Net {
     /// Authority key in hex, repeatable (overrides client.toml).
     #[arg(long = "authority-key")]
     authority_keys: Vec<String>,
+    /// Another authority's URL, repeatable: documents are fetched from every authority
+    /// (overrides client.toml when given).
+    #[arg(long = "mirror")]
+    mirrors: Vec<String>,
     /// Local address of the QUIC endpoint.
     #[arg(long)]
     bind: Option<SocketAddr>,
@@ -45,6 +49,7 @@ impl Net {
         ConnectOptions {
             directory: self.directory.clone(),
             authority_keys: self.authority_keys.clone(),
+            mirrors: self.mirrors.clone(),
             bind: self.bind,
         }
     }
@@ -140,9 +145,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => {
             let cfg = ClientConfig {
                 directory: net.directory.clone().unwrap_or_default(),
+                mirrors: net.mirrors.clone(),
                 authority_keys: net.authority_keys.clone(),
                 threshold,
                 gateway,
+                network: None,
             };
             let addr = lethe_client::init(&net.dir, cfg).await?;
             println!("{addr}");

@@ -1,13 +1,15 @@
 //! Writes a few valid inputs for each fuzz target into fuzz/corpus/<target>/seed-*, built
 //! with the project's own encoders and the fixture keys of src/lib.rs. Deterministic: run it
-//! again and the same files come out. Run from fuzz/: `cargo run --example seeds`.
+//! again and the same files come out (each seed that should verify or decode is checked
+//! first). Run from fuzz/: `cargo run --example seeds`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lethe_fuzz::{
-    AUTHORITY_SECRET, RELAY_IDENTITY_SECRET, RELAY_SPHINX_SECRET, craft_packet, relay,
+    AUTHORITY_SECRET, NOW_UNIX, RELAY_IDENTITY_SECRET, RELAY_SPHINX_SECRET, authority_keys,
+    craft_packet, relay,
 };
 use lethe_proto::consensus::{SignedVote, VoteBody};
 use lethe_proto::frame::{Frame, FrameKind, REPLY_BODY_LEN};
@@ -243,7 +245,9 @@ fn chunks() -> Res {
         ("ack-only", Chunk::ack_only(42, ack)),
     ];
     for (name, c) in cases {
-        write("chunk", name, &c.encode()?)?;
+        let bytes = c.encode()?;
+        Chunk::decode(&bytes)?;
+        write("chunk", name, &bytes)?;
     }
     Ok(())
 }
@@ -264,6 +268,7 @@ fn surb_bytes() -> Result<Vec<u8>, Box<dyn std::error::Error>> {
 
 fn surbs() -> Res {
     let surb = surb_bytes()?;
+    Surb::from_bytes(&surb)?;
     let mut with_msg = surb.clone();
     with_msg.extend_from_slice(b"a reply");
     write("surb", "surb-message", &with_msg)?;
@@ -277,6 +282,7 @@ fn documents() -> Res {
     // descriptor: a signed one, and the text alone (the target signs it with the fixture key)
     let (d, secret) = descriptor(0, Role::Gateway, None);
     let signed = SignedDescriptor::sign(&d, &secret)?;
+    signed.verify()?;
     write("descriptor", "signed", serde_json::to_string(&signed)?.as_bytes())?;
     write("descriptor", "text", signed.descriptor.as_bytes())?;
     let (m, msecret) = descriptor(1, Role::Mix, Some(1));
@@ -300,6 +306,7 @@ fn documents() -> Res {
         nodes: nodes.clone(),
     };
     let doc = SignedTopology::sign(&body, &AUTHORITY_SECRET)?;
+    doc.verify(&authority_keys(), 1, NOW_UNIX)?;
     write("topology", "signed", serde_json::to_string(&doc)?.as_bytes())?;
     write("topology", "body", doc.body.as_bytes())?;
 
@@ -309,6 +316,7 @@ fn documents() -> Res {
         descriptors: nodes,
     };
     let v = SignedVote::sign(&vote, &AUTHORITY_SECRET)?;
+    v.verify(&authority_keys())?;
     write("vote", "signed", serde_json::to_string(&v)?.as_bytes())?;
     write("vote", "text", v.vote.as_bytes())?;
     Ok(())

@@ -26,6 +26,11 @@ pub struct DirectoryClient {
     pub authorities: Vec<Key32>,
     /// Signatures needed.
     pub threshold: usize,
+    /// The network a document must be for (none: any).
+    pub network: Option<String>,
+    /// The newest (epoch, serial) accepted so far: an older document, e.g. replayed by one
+    /// authority or a mirror, is refused and the next authority is asked.
+    pub newest: std::sync::Arc<std::sync::Mutex<(u64, u64)>>,
 }
 
 impl DirectoryClient {
@@ -36,6 +41,8 @@ impl DirectoryClient {
             mirrors: Vec::new(),
             authorities,
             threshold,
+            network: None,
+            newest: Default::default(),
         }
     }
 
@@ -43,14 +50,25 @@ impl DirectoryClient {
         std::iter::once(&self.url).chain(self.mirrors.iter())
     }
 
+    /// Every authority, starting at a random one: no single authority is asked first by
+    /// everyone, and one that is down or slow costs each fetch one try at most.
+    fn urls_from_random(&self) -> Vec<&String> {
+        let mut urls: Vec<&String> = self.urls().collect();
+        let start = rand::random_range(0..urls.len());
+        urls.rotate_left(start);
+        urls
+    }
+
     fn endpoint(base: &str, path: &str) -> String {
         format!("{}{}", base.trim_end_matches('/'), path)
     }
 
-    /// Fetch the current document from the first authority that serves a valid one.
+    /// Fetch the current document from the first authority (of all configured, from a
+    /// random one on) that serves a valid one: signed by a threshold, unexpired, for our
+    /// network, and not older than the newest accepted before.
     pub async fn fetch(&self) -> Result<Topology, NetError> {
         let mut last = NetError::Directory("no directory configured".into());
-        for base in self.urls() {
+        for base in self.urls_from_random() {
             match self.fetch_from(base).await {
                 Ok(t) => return Ok(t),
                 Err(e) => last = e,
@@ -70,8 +88,27 @@ impl DirectoryClient {
         }
         let doc: SignedTopology = serde_json::from_slice(&body)
             .map_err(|e| NetError::Directory(format!("malformed document: {e}")))?;
-        doc.verify(&self.authorities, self.threshold, unix_now())
-            .map_err(|e| NetError::Directory(e.to_string()))
+        let t = doc
+            .verify(&self.authorities, self.threshold, unix_now())
+            .map_err(|e| NetError::Directory(e.to_string()))?;
+        let body = t.body();
+        if let Some(n) = &self.network
+            && body.network != *n
+        {
+            return Err(NetError::Directory(format!(
+                "{url} serves a document of network {:?}, not {n:?}",
+                body.network
+            )));
+        }
+        let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
+        if (body.epoch, body.serial) < *newest {
+            return Err(NetError::Directory(format!(
+                "{url} serves an older document (epoch {}, serial {}) than one already seen",
+                body.epoch, body.serial
+            )));
+        }
+        *newest = (body.epoch, body.serial);
+        Ok(t)
     }
 
     /// Upload this node's signed descriptor to every authority; succeeds if one accepted it.

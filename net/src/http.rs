@@ -1,14 +1,21 @@
-//! A deliberately small HTTP/1.1 server and client (one request per connection, bodies with
-//! Content-Length, bounded sizes and time) for the directory and the metrics endpoint.
-//! Pulling in a full HTTP stack for two GET routes and one POST was not worth its weight.
+//! HTTP/1.1 for the directory and the metrics endpoints: the server ([`serve`], on hyper,
+//! in `http/server.rs`) and a deliberately small client (one request per connection,
+//! Content-Length bodies, bounded sizes and time) that fetches documents and uploads
+//! descriptors. The server faces anyone on the Internet, so it is a well-kept stack; the
+//! client talks only to the authorities it was configured with.
+
+mod server;
+pub use server::{
+    BODY_TIMEOUT, CONNECTION_TIMEOUT, HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_PREFIX,
+    serve,
+};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::net::TcpStream;
 
 use crate::NetError;
 
@@ -18,7 +25,6 @@ pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 /// Largest response body a client accepts (a topology document of many relays).
 pub const MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_CONNECTIONS: usize = 64;
 
 /// A parsed request.
 #[derive(Debug)]
@@ -111,71 +117,6 @@ async fn read_message(s: &mut TcpStream, max_body: usize) -> Result<(String, Vec
     Ok((head, body))
 }
 
-async fn handle_conn(mut s: TcpStream, handler: Handler) {
-    let resp = match tokio::time::timeout(IO_TIMEOUT, read_message(&mut s, MAX_REQUEST_BODY)).await
-    {
-        Ok(Ok((head, body))) => {
-            let mut parts = head.split_whitespace();
-            match (parts.next(), parts.next()) {
-                (Some(m), Some(p)) => handler(Request {
-                    method: m.to_string(),
-                    path: p.to_string(),
-                    body,
-                }),
-                _ => Response::error(400, "bad request line"),
-            }
-        }
-        Ok(Err(e)) => Response::error(400, e),
-        Err(_) => Response::error(408, "request timeout"),
-    };
-    let reason = match resp.status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        _ => "Error",
-    };
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        resp.status,
-        reason,
-        resp.content_type,
-        resp.body.len()
-    );
-    let _ = tokio::time::timeout(IO_TIMEOUT, async {
-        s.write_all(head.as_bytes()).await?;
-        s.write_all(&resp.body).await?;
-        s.shutdown().await
-    })
-    .await;
-}
-
-/// Serve `handler` on `listener` until `shutdown` turns true. At most 64 connections at
-/// once; others wait in the kernel's backlog.
-pub async fn serve(listener: TcpListener, handler: Handler, mut shutdown: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
-        };
-        let conn = tokio::select! {
-            c = listener.accept() => c,
-            _ = shutdown.changed() => return,
-        };
-        match conn {
-            Ok((s, _peer)) => {
-                let h = handler.clone();
-                tokio::spawn(async move {
-                    handle_conn(s, h).await;
-                    drop(permit);
-                });
-            }
-            // Out of file descriptors or similar: do not spin.
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
 fn parse_url(url: &str) -> Result<(String, String), NetError> {
     let bad = |reason: &str| NetError::Http {
         url: url.to_string(),
@@ -247,6 +188,8 @@ pub async fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpListener;
+    use tokio::sync::watch;
 
     #[tokio::test]
     async fn serves_get_and_post_and_rejects_oversized_bodies() {
@@ -283,7 +226,7 @@ mod tests {
                 .await
                 .unwrap()
                 .0,
-            400
+            413
         );
         assert!(request("GET", "https://example", None).await.is_err());
         tx.send(true).unwrap();

@@ -172,9 +172,11 @@ fn main() -> anyhow::Result<()> {
                 RoleArg::Exit => {
                     let client = lethe_client::ClientConfig {
                         directory: directory.unwrap_or_default(),
+                        mirrors: mirrors.clone(),
                         authority_keys,
                         threshold,
                         gateway,
+                        network: None,
                     };
                     let mut exit = lethe_node::exit::ExitSection {
                         bind: listen,

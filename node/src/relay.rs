@@ -359,6 +359,8 @@ impl Relay {
             mirrors: cfg.directory.mirrors.clone(),
             authorities,
             threshold: cfg.directory.threshold,
+            network: None,
+            newest: Default::default(),
         };
         let server_cfg = tls::server_config(&keys.tls)?;
         let endpoint = quinn::Endpoint::server(server_cfg, cfg.node.listen).map_err(|source| {

@@ -87,6 +87,8 @@ pub struct LocalNet {
     pub directory: String,
     pub authority_keys: Vec<String>,
     pub threshold: usize,
+    /// The other authorities' URLs (clients use every one).
+    pub mirrors: Vec<String>,
     pub nodes: Vec<NodeInfo>,
     /// The exit service's address (`CLIENT@GATEWAY`) and log.
     pub exit: String,
@@ -162,6 +164,13 @@ impl LocalNet {
                 .filter_map(|k| k.as_str().map(String::from))
                 .collect(),
             threshold: json["threshold"].as_u64().unwrap_or(1) as usize,
+            mirrors: json["directories"]
+                .as_array()
+                .context("directories")?
+                .iter()
+                .skip(1)
+                .filter_map(|u| u.as_str().map(String::from))
+                .collect(),
             nodes,
             exit: s(&json, "exit"),
             exit_log: s(&json, "exit_log").into(),
@@ -362,6 +371,8 @@ impl LocalNet {
             authority_keys: self.authority_keys.clone(),
             threshold: self.threshold,
             gateway: Some(self.node(gateway).id.clone()),
+            mirrors: self.mirrors.clone(),
+            network: None,
         };
         lethe_client::init(&dir, cfg).await?;
         Ok(Client::connect(
