@@ -81,6 +81,8 @@ struct Bed {
     relay_cert: Key32,
     sink_hop: HopSpec,
     sink_endpoint: quinn::Endpoint,
+    /// The sink's signed descriptor, its answer to the authority's probes.
+    sink_json: Arc<Vec<u8>>,
     gen_tls: TlsIdentity,
 }
 
@@ -133,12 +135,18 @@ async fn metric(addr: SocketAddr, name: &str) -> f64 {
         .sum()
 }
 
-/// Complete every handshake on `ep` (the authority's liveness probes) and drop it.
-async fn answer_probes(ep: quinn::Endpoint) {
+/// Answer the authority's liveness probes on `ep`: complete the handshake and describe
+/// the stand-in (`descriptor`, its signed descriptor's JSON).
+async fn answer_probes(ep: quinn::Endpoint, descriptor: Arc<Vec<u8>>) {
     while let Some(inc) = ep.accept().await {
-        tokio::spawn(async move {
-            let _ = inc.await;
-        });
+        tokio::spawn(answer_probe(inc, descriptor.clone()));
+    }
+}
+
+async fn answer_probe(inc: quinn::Incoming, descriptor: Arc<Vec<u8>>) {
+    let Ok(conn) = inc.await else { return };
+    if let Ok((send, recv)) = conn.accept_bi().await {
+        let _ = lethe_net::link::answer_describe(send, recv, &descriptor).await;
     }
 }
 
@@ -204,8 +212,12 @@ async fn setup(dir: &Path, opts: &NodeOpts) -> anyhow::Result<Bed> {
     // here until the measurement's accept loop takes over).
     let gen_probe = quinn::Endpoint::server(tls::server_config(&gen_tls)?, "127.0.0.1:0".parse()?)?;
     let (gen_desc, _) = stand_in(1, gen_probe.local_addr()?, &gen_tls)?;
-    tokio::spawn(answer_probes(gen_probe));
+    tokio::spawn(answer_probes(
+        gen_probe,
+        Arc::new(serde_json::to_vec(&gen_desc)?),
+    ));
     let (sink_desc, sink_hop) = stand_in(3, sink_addr, &sink_tls)?;
+    let sink_json = Arc::new(serde_json::to_vec(&sink_desc)?);
     let directory = DirectoryClient::single(url, vec![Key32::parse_hex(&key, "authority key")?], 1);
     // The authority may still be starting.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -226,7 +238,7 @@ async fn setup(dir: &Path, opts: &NodeOpts) -> anyhow::Result<Bed> {
         }
         tokio::select! {
             Some(inc) = sink_endpoint.accept() => {
-                tokio::spawn(async move { let _ = inc.await; });
+                tokio::spawn(answer_probe(inc, sink_json.clone()));
             }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
@@ -251,6 +263,7 @@ async fn setup(dir: &Path, opts: &NodeOpts) -> anyhow::Result<Bed> {
         relay_addr,
         sink_hop,
         sink_endpoint,
+        sink_json,
         gen_tls,
     })
 }
@@ -329,6 +342,7 @@ fn build(
 /// Accept the relay's link and stamp each packet's arrival (ns since `origin`).
 fn spawn_sink(
     ep: quinn::Endpoint,
+    descriptor: Arc<Vec<u8>>,
     index: Arc<HashMap<[u8; 32], usize>>,
     arrivals: Arc<Vec<AtomicU64>>,
     origin: Instant,
@@ -337,8 +351,16 @@ fn spawn_sink(
         while let Some(inc) = ep.accept().await {
             let index = index.clone();
             let arrivals = arrivals.clone();
+            let descriptor = descriptor.clone();
             tokio::spawn(async move {
                 let Ok(conn) = inc.await else { return };
+                // The authority keeps probing the sink while the bench runs.
+                let probe = conn.clone();
+                tokio::spawn(async move {
+                    while let Ok((send, recv)) = probe.accept_bi().await {
+                        let _ = lethe_net::link::answer_describe(send, recv, &descriptor).await;
+                    }
+                });
                 while let Ok(mut recv) = conn.accept_uni().await {
                     let index = index.clone();
                     let arrivals = arrivals.clone();
@@ -491,6 +513,7 @@ pub async fn run(opts: NodeOpts, progress: &indicatif::ProgressBar) -> anyhow::R
     let origin = Instant::now();
     spawn_sink(
         bed.sink_endpoint.clone(),
+        bed.sink_json.clone(),
         Arc::new(index),
         arrivals.clone(),
         origin,

@@ -118,17 +118,17 @@ enum Cmd {
         /// payload rate).
         #[arg(long)]
         no_cover: bool,
+        /// Accept SOCKS clients from other hosts (a --listen address that is not
+        /// loopback): anyone who reaches it can use your proxy and your mixnet identity.
+        #[arg(long)]
+        allow_remote: bool,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    // The client has no unsafe logging: its dependencies' logs never name peers.
+    lethe_net::logging::init("warn", false);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -223,7 +223,16 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             listen,
             exit,
             no_cover,
+            allow_remote,
         } => {
+            if !listen.ip().is_loopback() && !allow_remote {
+                anyhow::bail!(
+                    "--listen {listen} is not a loopback address: anyone who reaches it could use this proxy; add --allow-remote if that is what you want"
+                );
+            }
+            if !listen.ip().is_loopback() {
+                tracing::warn!(%listen, "SOCKS proxy open to other hosts (--allow-remote)");
+            }
             let exit: ClientAddress = exit.parse().context("--exit")?;
             let client = std::sync::Arc::new(Client::connect(&net.dir, net.options()).await?);
             let _cover = start_cover(&client, no_cover)?;

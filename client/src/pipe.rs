@@ -121,6 +121,10 @@ fn ts(origin: Instant) -> Timestamp {
 /// is given up rather than held.
 pub const TRANSMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// After the local peer stalled, how long the stream waits for its reset to reach the
+/// peer's end (it needs a way back, e.g. a SURB) before it ends anyway.
+const STALL_GRACE: Duration = Duration::from_secs(10);
+
 /// How long the last bytes (a SOCKS refusal, data before a reset) may take to reach the
 /// local TCP peer when the stream ends.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
@@ -233,6 +237,7 @@ impl Pipe {
         let mut peer_reset: Option<Reply> = None;
         let mut we_reset = false;
         let mut stalled = false;
+        let mut stalled_at: Option<Instant> = None;
         loop {
             // Send what the window, the transport and the peer's acks allow.
             while transport.ready() {
@@ -275,6 +280,7 @@ impl Pipe {
                     .is_some_and(|t| now.duration_since(t) >= self.config.stall)
             {
                 stalled = true;
+                stalled_at = Some(now);
                 outbox = Outbox::default();
                 if let Some(w) = wr.take() {
                     let _ = w.as_ref().set_zero_linger();
@@ -315,6 +321,10 @@ impl Pipe {
             if now.duration_since(last_activity) >= self.config.idle {
                 return PipeEnd::Idle;
             }
+            // A stalled stream holds nothing for long, even with no way to say so.
+            if stalled_at.is_some_and(|t| now >= t + STALL_GRACE) {
+                return PipeEnd::Stalled;
+            }
             // Wait for the next thing to do.
             let mut wake = last_activity + self.config.idle;
             if let Some(t) = self.sender.poll_timeout() {
@@ -324,9 +334,16 @@ impl Pipe {
             // wake this loop at once, again and again.
             let ack_wake = ack_due.filter(|_| transport.ready());
             let stall_wake = outbox.waiting_since.map(|t| t + self.config.stall);
-            for t in [ack_wake, done_at, transport.next_extra(), stall_wake]
-                .into_iter()
-                .flatten()
+            let grace_wake = stalled_at.map(|t| t + STALL_GRACE);
+            for t in [
+                ack_wake,
+                done_at,
+                transport.next_extra(),
+                stall_wake,
+                grace_wake,
+            ]
+            .into_iter()
+            .flatten()
             {
                 wake = wake.min(t);
             }

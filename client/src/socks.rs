@@ -59,8 +59,12 @@ pub struct SocksConfig {
     pub listen: SocketAddr,
     /// The exit service's address (`CLIENT@GATEWAY`).
     pub exit: ClientAddress,
-    /// Most TCP connections served at once.
+    /// Most TCP connections served at once (streams and handshakes together).
     pub max_connections: usize,
+    /// Most connections still in their SOCKS handshake; when one more arrives the oldest
+    /// of them is closed, so idle connections cannot hold the proxy's slots (a client's
+    /// handshake takes milliseconds).
+    pub max_handshakes: usize,
     /// Most SURBs to keep at the exit per stream (the target grows from [`MIN_SURBS`] with
     /// the reply demand up to this).
     pub surb_target: usize,
@@ -79,6 +83,7 @@ impl SocksConfig {
             listen,
             exit,
             max_connections: 256,
+            max_handshakes: 32,
             surb_target: EXIT_WINDOW + 16,
             surb_ttl: Duration::from_secs(300),
             max_keys: 200_000,
@@ -117,6 +122,7 @@ pub async fn serve_on(
     let dispatcher = tokio::spawn(dispatch(replies, keys.clone(), streams.clone()));
     let sweeper = tokio::spawn(sweep(keys.clone()));
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
+    let pending = Arc::new(Pending::default());
     info!("SOCKS5 proxy listening");
     let result = loop {
         tokio::select! {
@@ -129,14 +135,31 @@ pub async fn serve_on(
                         continue;
                     }
                 };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    debug!("too many SOCKS connections; refusing one");
-                    drop(tcp);
-                    continue;
+                // Room for a newcomer: the oldest unfinished handshake goes first.
+                let cancelled = pending.admit(cfg.max_handshakes);
+                let permit = match slots.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    // Every slot holds a stream: wait briefly for the evicted one to leave.
+                    Err(_) if cancelled => match tokio::time::timeout(
+                        Duration::from_millis(100),
+                        slots.clone().acquire_owned(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(p)) => p,
+                        _ => continue,
+                    },
+                    Err(_) => {
+                        debug!("too many SOCKS connections; refusing one");
+                        drop(tcp);
+                        continue;
+                    }
                 };
                 let (c, k, s, cfg) = (client.clone(), keys.clone(), streams.clone(), cfg.clone());
+                let (ticket, evicted) = pending.enter();
+                let pending = pending.clone();
                 tokio::spawn(async move {
-                    connection(c, k, s, cfg, tcp).await;
+                    connection(c, k, s, cfg, tcp, (ticket, evicted, pending)).await;
                     drop(permit);
                 });
             }
@@ -207,12 +230,49 @@ async fn read_msg<T>(
     }
 }
 
+/// Connections still in their SOCKS handshake, oldest first, each with the means to close
+/// it.
+#[derive(Default)]
+struct Pending {
+    queue: Mutex<std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Pending {
+    /// Make room for one more under `max`: close the oldest if full; returns whether one
+    /// was closed.
+    fn admit(&self, max: usize) -> bool {
+        let mut q = lock(&self.queue);
+        if q.len() < max.max(1) {
+            return false;
+        }
+        if let Some((_, close)) = q.pop_front() {
+            let _ = close.send(());
+        }
+        true
+    }
+
+    /// A new handshake: its ticket and the receiver that fires if it is evicted.
+    fn enter(&self) -> (u64, tokio::sync::oneshot::Receiver<()>) {
+        let ticket = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lock(&self.queue).push_back((ticket, tx));
+        (ticket, rx)
+    }
+
+    /// The handshake of `ticket` is over (done, failed or evicted).
+    fn leave(&self, ticket: u64) {
+        lock(&self.queue).retain(|(t, _)| *t != ticket);
+    }
+}
+
 async fn connection(
     client: Arc<Client>,
     keys: Keys,
     streams: Streams,
     cfg: SocksConfig,
     mut tcp: TcpStream,
+    (ticket, evicted, pending): (u64, tokio::sync::oneshot::Receiver<()>, Arc<Pending>),
 ) {
     let mut buf = Vec::new();
     let handshake = async {
@@ -241,9 +301,13 @@ async fn connection(
             }
         }
     };
-    let target = match tokio::time::timeout(cfg.handshake_timeout, handshake).await {
-        Ok(Some(t)) => t,
-        _ => return,
+    let target = tokio::select! {
+        t = tokio::time::timeout(cfg.handshake_timeout, handshake) => t.ok().flatten(),
+        _ = evicted => None,
+    };
+    pending.leave(ticket);
+    let Some(target) = target else {
+        return;
     };
     let id: StreamId = rand::rng().next_u64();
     let sender_cfg = SenderConfig {

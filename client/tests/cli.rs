@@ -52,3 +52,18 @@ fn init_prints_the_address_that_address_prints_again() {
     ]);
     assert!(!ok, "{err}");
 }
+
+#[test]
+fn a_socks_proxy_open_to_other_hosts_needs_a_flag() {
+    let (ok, _, err) = client(&[
+        "socks",
+        "--dir",
+        "/nonexistent",
+        "--listen",
+        "0.0.0.0:1080",
+        "--exit",
+        "x@y",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--allow-remote"), "{err}");
+}

@@ -29,7 +29,9 @@ use rand::rngs::StdRng;
 type Res = Result<(), Box<dyn std::error::Error>>;
 
 fn write(target: &str, name: &str, bytes: &[u8]) -> Res {
-    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join(format!("seed-{name}")), bytes)?;
     Ok(())
@@ -105,6 +107,15 @@ fn frames() -> Res {
     one("message", FrameKind::Message, b"a delivered message")?;
     one("subscribe", FrameKind::Subscribe, b"")?;
     one("reply", FrameKind::Reply, &vec![3u8; REPLY_BODY_LEN])?;
+    // Kind 6 (a relay's signed descriptor, the answer to a kind 5 probe), written by hand:
+    // the kind is newer than some trees this file is built against.
+    let (d, secret) = descriptor(0, Role::Gateway, None);
+    let json = serde_json::to_string(&SignedDescriptor::sign(&d, &secret)?)?;
+    let mut raw = vec![1u8, 6];
+    raw.extend_from_slice(&u16::try_from(json.len())?.to_be_bytes());
+    raw.extend_from_slice(json.as_bytes());
+    write("frame", "descriptor", &raw)?;
+    write("frame", "describe", &[1, 5, 0, 0])?;
     write("frame", "all-kinds", &all)
 }
 
@@ -151,10 +162,19 @@ fn sphinx() -> Res {
         payload.resize(PAYLOAD_SIZE, 0);
         input.extend_from_slice(&payload);
         write("sphinx", &format!("crafted-{name}"), &with_mode(1, &input))?;
-        write("sphinx", &format!("crafted-len-{name}"), &with_mode(2, &input[..input.len() - 1000]))?;
+        write(
+            "sphinx",
+            &format!("crafted-len-{name}"),
+            &with_mode(2, &input[..input.len() - 1000]),
+        )?;
     }
     // A crafted packet is what the target builds: check the seed peels as expected.
-    let check = craft_packet(&RELAY_SPHINX_SECRET, [7u8; 32], &forward, &[0u8; PAYLOAD_SIZE]);
+    let check = craft_packet(
+        &RELAY_SPHINX_SECRET,
+        [7u8; 32],
+        &forward,
+        &[0u8; PAYLOAD_SIZE],
+    );
     if node.process(&check, |_| false).is_err() {
         return Err("crafted forward seed does not peel".into());
     }
@@ -283,11 +303,19 @@ fn documents() -> Res {
     let (d, secret) = descriptor(0, Role::Gateway, None);
     let signed = SignedDescriptor::sign(&d, &secret)?;
     signed.verify()?;
-    write("descriptor", "signed", serde_json::to_string(&signed)?.as_bytes())?;
+    write(
+        "descriptor",
+        "signed",
+        serde_json::to_string(&signed)?.as_bytes(),
+    )?;
     write("descriptor", "text", signed.descriptor.as_bytes())?;
     let (m, msecret) = descriptor(1, Role::Mix, Some(1));
     let mixd = SignedDescriptor::sign(&m, &msecret)?;
-    write("descriptor", "signed-mix", serde_json::to_string(&mixd)?.as_bytes())?;
+    write(
+        "descriptor",
+        "signed-mix",
+        serde_json::to_string(&mixd)?.as_bytes(),
+    )?;
 
     let body = TopologyBody {
         network: "fuzz".into(),
@@ -307,7 +335,11 @@ fn documents() -> Res {
     };
     let doc = SignedTopology::sign(&body, &AUTHORITY_SECRET)?;
     doc.verify(&authority_keys(), 1, NOW_UNIX)?;
-    write("topology", "signed", serde_json::to_string(&doc)?.as_bytes())?;
+    write(
+        "topology",
+        "signed",
+        serde_json::to_string(&doc)?.as_bytes(),
+    )?;
     write("topology", "body", doc.body.as_bytes())?;
 
     let vote = VoteBody {
@@ -344,9 +376,6 @@ fn main() -> Res {
     surbs()?;
     documents()?;
     addresses()?;
-    eprintln!(
-        "seeds written under {}/corpus",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    eprintln!("seeds written under {}/corpus", env!("CARGO_MANIFEST_DIR"));
     Ok(())
 }

@@ -58,7 +58,12 @@ type Aes128Ctr = ctr::Ctr64BE<aes::Aes128>;
 /// A Sphinx packet for the relay with secret `relay_secret`: ephemeral secret `eph`, the
 /// routing data `routing` (at most [`BETA_LEN`] bytes, zero-padded; the relay decrypts it
 /// back to exactly these bytes) under a valid MAC, then `payload` as is.
-pub fn craft_packet(relay_secret: &[u8; 32], eph: [u8; 32], routing: &[u8], payload: &[u8]) -> Vec<u8> {
+pub fn craft_packet(
+    relay_secret: &[u8; 32],
+    eph: [u8; 32],
+    routing: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     use ctr::cipher::{KeyIvInit, StreamCipher};
 
     let relay_public = DalekPublic::from(&DalekSecret::from(*relay_secret));

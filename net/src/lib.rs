@@ -5,6 +5,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod link;
+pub mod logging;
 pub mod sensitive;
 pub mod tls;
 

@@ -51,3 +51,34 @@ pub async fn write_frame(
     send.write_all(body).await?;
     Ok(())
 }
+
+/// Answer who we are on one bidirectional stream a peer opened: if it asks
+/// ([`FrameKind::Describe`]), send `descriptor` (our signed descriptor, JSON) and finish.
+pub async fn answer_describe(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    descriptor: &[u8],
+) -> Result<(), NetError> {
+    let mut body = Vec::new();
+    if let ReadOutcome::Frame(FrameKind::Describe) = read_frame(&mut recv, &mut body).await? {
+        write_frame(&mut send, FrameKind::Descriptor, descriptor).await?;
+        let _ = send.finish();
+        // Let the answer reach the peer before the stream is dropped.
+        let _ = send.stopped().await;
+    }
+    Ok(())
+}
+
+/// Ask the peer on `conn` who it is: its signed descriptor's JSON.
+pub async fn ask_describe(conn: &quinn::Connection) -> Result<Vec<u8>, NetError> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(NetError::from)?;
+    write_frame(&mut send, FrameKind::Describe, &[]).await?;
+    let _ = send.finish();
+    let mut body = Vec::new();
+    match read_frame(&mut recv, &mut body).await? {
+        ReadOutcome::Frame(FrameKind::Descriptor) => Ok(body),
+        _ => Err(NetError::Directory(
+            "the peer did not describe itself".into(),
+        )),
+    }
+}

@@ -110,7 +110,8 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
         t.max_idle_timeout(Some(idle));
     }
     t.max_concurrent_uni_streams(16u32.into());
-    t.max_concurrent_bidi_streams(0u32.into());
+    // One bidirectional stream at a time: a liveness probe's question and its answer.
+    t.max_concurrent_bidi_streams(1u32.into());
     Arc::new(t)
 }
 

@@ -168,10 +168,14 @@ impl AuthorityState {
             }
             _ => {}
         }
-        if self
-            .certs
-            .get(&desc.tls_cert)
-            .is_some_and(|other| *other != desc.id)
+        // A certificate belongs to the relay that answers for it. While its holder is
+        // reached, another claim is refused; while it is not (offline, or never shown to
+        // hold it), a newcomer may claim it too and the probes decide: only the relay that
+        // has the certificate's key and describes itself as this descriptor's relay is
+        // reached, so nobody can squat a relay's identity while it is away.
+        if let Some(other) = self.certs.get(&desc.tls_cert).copied()
+            && other != desc.id
+            && self.is_reached(&other, now)
         {
             return Err(refuse("certificate already used by another node"));
         }
@@ -185,7 +189,9 @@ impl AuthorityState {
             Some(h) if !changed => (h.reached, h.probed),
             _ => (None, None),
         };
-        if let Some(old) = held.filter(|h| h.desc.tls_cert != desc.tls_cert) {
+        if let Some(old) = held.filter(|h| h.desc.tls_cert != desc.tls_cert)
+            && self.certs.get(&old.desc.tls_cert) == Some(&desc.id)
+        {
             self.certs.remove(&old.desc.tls_cert);
         }
         self.certs.insert(desc.tls_cert, desc.id);
@@ -203,13 +209,21 @@ impl AuthorityState {
         Ok(id)
     }
 
+    /// Whether `id` answered a probe lately.
+    fn is_reached(&self, id: &NodeId, now: u64) -> bool {
+        self.nodes
+            .get(id)
+            .and_then(|h| h.reached)
+            .is_some_and(|r| now.saturating_sub(r) <= REACHED_WITHIN_SECS)
+    }
+
     /// Forget relays not re-registered within the descriptor lifetime.
     fn expire(&mut self, now: u64) {
         let ttl = self.params.descriptor_ttl_secs;
         let certs = &mut self.certs;
-        self.nodes.retain(|_, h| {
+        self.nodes.retain(|id, h| {
             let keep = now.saturating_sub(h.seen) <= ttl;
-            if !keep {
+            if !keep && certs.get(&h.desc.tls_cert) == Some(id) {
                 certs.remove(&h.desc.tls_cert);
             }
             keep
@@ -246,6 +260,8 @@ impl AuthorityState {
             && h.desc.address == target.address
         {
             h.reached = Some(now);
+            // It holds the certificate: the claim is its.
+            self.certs.insert(target.cert, target.id);
         }
     }
 
@@ -499,18 +515,23 @@ async fn probe(
         for t in targets {
             let (state, endpoint, keys) = (state.clone(), endpoint.clone(), keys.clone());
             tokio::spawn(async move {
-                let ok = match tokio::time::timeout(
-                    Duration::from_secs(3),
-                    lethe_net::tls::connect(&endpoint, &keys.tls, t.address, t.cert),
-                )
+                // Reached: the pinned certificate answers at the address, and the relay
+                // behind it describes itself as the relay of this descriptor (a copy of
+                // another relay's address and certificate is not that relay).
+                let ok = tokio::time::timeout(Duration::from_secs(3), async {
+                    let conn = lethe_net::tls::connect(&endpoint, &keys.tls, t.address, t.cert)
+                        .await
+                        .ok()?;
+                    let answer = lethe_net::link::ask_describe(&conn).await;
+                    conn.close(0u32.into(), b"probe");
+                    let d: SignedDescriptor = serde_json::from_slice(&answer.ok()?).ok()?;
+                    let d = d.verify().ok()?;
+                    Some(d.id == t.id && d.tls_cert == t.cert)
+                })
                 .await
-                {
-                    Ok(Ok(conn)) => {
-                        conn.close(0u32.into(), b"probe");
-                        true
-                    }
-                    _ => false,
-                };
+                .ok()
+                .flatten()
+                .unwrap_or(false);
                 if !ok {
                     debug!(relay = %Sensitive::new(t.address), "relay not reached");
                 }
@@ -679,7 +700,8 @@ mod tests {
         assert!(err.to_string().contains("stale"), "{err}");
         let err = st.register(signed_at(6, 1, 2000), 1100).unwrap_err();
         assert!(err.to_string().contains("future"), "{err}");
-        // a descriptor claiming another node's certificate is refused
+        // a descriptor claiming the certificate of a relay that answers for it is refused
+        reach_all(&mut st, 1100);
         let secret = [8u8; 32];
         let squatter = NodeDescriptor {
             id: NodeId(identity_public_key(&secret)),
@@ -701,6 +723,45 @@ mod tests {
         let mut forged = signed_at(3, 1, 1100);
         forged.signature = signed_at(4, 1, 1100).signature;
         assert!(st.register(forged, 1100).is_err());
+    }
+
+    #[test]
+    fn a_relay_offline_cannot_be_squatted() {
+        let mut st = AuthorityState::new(params(1, 0), [77; 32], vec![]);
+        let real = signed_at(5, 1, 1000);
+        st.register(real.clone(), 1000).unwrap();
+        // A squatter claims relay 5's certificate while relay 5 is not reached.
+        let secret = [8u8; 32];
+        let squatter = NodeDescriptor {
+            id: NodeId(identity_public_key(&secret)),
+            role: Role::Mix,
+            layer: Some(1),
+            address: ([127, 0, 0, 5], 1).into(),
+            sphinx_keys: vec![lethe_proto::EpochKey {
+                epoch: 10,
+                key: Key32([8; 32]),
+            }],
+            tls_cert: Key32([5; 32]),
+            published: 1000,
+        };
+        let squatter = SignedDescriptor::sign(&squatter, &secret).unwrap();
+        st.register(squatter.clone(), 1001).unwrap();
+        // The probes: only the real relay describes itself behind that certificate.
+        let real_id = real.verify().unwrap().id;
+        for t in st.probe_targets(1002) {
+            st.probed(&t, t.id == real_id, 1002);
+        }
+        // Relay 5 comes back and registers again: accepted; the squatter, tried again while
+        // relay 5 is reached, is refused.
+        st.register(signed_at(5, 1, 1003), 1003).unwrap();
+        let err = st.register(squatter, 1004).unwrap_err();
+        assert!(err.to_string().contains("certificate"), "{err}");
+        st.conclude(1010).unwrap();
+        let t = parse(st.document(1010).unwrap())
+            .verify(&[identity_public_key(&[77; 32])], 1, 1010)
+            .unwrap();
+        let ids: Vec<NodeId> = t.nodes().iter().map(|d| d.id).collect();
+        assert_eq!(ids, vec![real_id]);
     }
 
     #[test]

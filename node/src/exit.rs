@@ -26,7 +26,7 @@ use lethe_proto::{ClientAddress, NodeId};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 /// File name of the exit's own settings inside its directory.
 pub const EXIT_FILE: &str = "exit.toml";
@@ -353,7 +353,7 @@ async fn open_target(
         }
         let mut last = Reply::HostUnreachable;
         for a in allowed {
-            match TcpStream::connect(a).await {
+            match connect_bounded(a).await {
                 Ok(s) => return Ok(s),
                 Err(e) => {
                     last = match e.kind() {
@@ -575,6 +575,22 @@ async fn serve_stream(ctx: Arc<Ctx>, mut first: Chunk, inbox: mpsc::Receiver<Chu
     debug!(?end, "stream ended");
 }
 
+/// The kernel's send buffer for a target connection: what a target that stops reading can
+/// make the exit hold in the kernel, per stream (on top of `max_buffered` in the stream's
+/// own buffer); small enough that a stalled target is seen within `stall_secs`.
+const TARGET_SEND_BUFFER: u32 = 64 * 1024;
+
+/// Connect to a target with a bounded send buffer.
+async fn connect_bounded(a: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if a.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_send_buffer_size(TARGET_SEND_BUFFER)?;
+    socket.connect(a).await
+}
+
 /// SURBs older than this are dropped unused: the proxy forgets a SURB's key after 300 s by
 /// default (`lethe_client::socks::SocksConfig::surb_ttl`; keep this below it), and the
 /// newest are used first, so old ones would be used only when the pool runs low, for
@@ -652,7 +668,7 @@ impl Transport for ExitTransport {
                 continue;
             };
             if let Err(e) = self.ctx.client.send_packet(&packet).await {
-                warn!(error = %e, "cannot send to the gateway");
+                lethe_net::warn_limited!(Duration::from_secs(10), error = %e, "cannot send to the gateway");
                 return Err(e.into());
             }
             return Ok(());

@@ -266,7 +266,7 @@ fn main() -> anyhow::Result<()> {
             dir,
             unsafe_logging,
         } => {
-            init_logging();
+            lethe_net::logging::init("info", unsafe_logging);
             if unsafe_logging {
                 lethe_net::sensitive::enable_unsafe_logging();
                 tracing::warn!(
@@ -294,16 +294,6 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
 }
 
 async fn wait_for_signal() {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use lethe_net::directory::DirectoryClient;
-use lethe_net::link::{ReadOutcome, push_frame, read_frame, write_frame};
+use lethe_net::link::{ReadOutcome, answer_describe, push_frame, read_frame, write_frame};
 use lethe_net::tls::{self, peer_cert_hash};
 use lethe_net::{NetError, Sensitive, http};
 use lethe_proto::frame::REPLY_BODY_LEN;
@@ -137,6 +137,8 @@ struct Shared {
     /// Secret destination of this mix's own loop packets: the final hop of a loop is the mix
     /// itself, and only a packet built by it carries this id.
     loop_id: ClientId,
+    /// Our newest signed descriptor (JSON), the answer to a liveness probe's `Describe`.
+    own_descriptor: RwLock<Vec<u8>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -281,6 +283,13 @@ impl Shared {
         }
     }
 
+    fn own_descriptor_json(&self) -> Vec<u8> {
+        self.own_descriptor
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
     fn is_gateway(&self) -> bool {
         self.cfg.node.role == NodeRole::Gateway
     }
@@ -411,6 +420,7 @@ impl Relay {
                 Timestamp::ZERO,
             )),
             ring: RwLock::new(Vec::new()),
+            own_descriptor: RwLock::new(Vec::new()),
             loop_id: {
                 let mut b = [0u8; 32];
                 rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
@@ -1228,6 +1238,14 @@ async fn serve_connection(
             .connections_refused
             .fetch_add(1, Ordering::Relaxed);
         debug!(peer = %remote, "refused a connection from an unknown relay");
+        // A directory authority's liveness probe is such a peer: it may ask who we are
+        // (once, briefly) before the connection closes.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            if let Ok((send, recv)) = conn.accept_bi().await {
+                let _ = answer_describe(send, recv, &shared.own_descriptor_json()).await;
+            }
+        })
+        .await;
         conn.close(code::UNKNOWN_PEER.into(), b"unknown peer");
         return;
     };
@@ -1254,6 +1272,20 @@ async fn serve_connection(
             s = conn.accept_uni() => match s {
                 Ok(recv) => {
                     readers.spawn(read_stream(shared.clone(), ctx.clone(), recv, jobs.clone()));
+                }
+                Err(_) => break,
+            },
+            // Who are we (a liveness probe): the answer is public, our signed descriptor.
+            s = conn.accept_bi() => match s {
+                Ok((send, recv)) => {
+                    let d = shared.own_descriptor_json();
+                    readers.spawn(async move {
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            answer_describe(send, recv, &d),
+                        )
+                        .await;
+                    });
                 }
                 Err(_) => break,
             },
@@ -1316,7 +1348,9 @@ async fn read_stream(
                     return;
                 }
             }
-            Ok(ReadOutcome::Frame(FrameKind::Message | FrameKind::Reply)) => {
+            Ok(ReadOutcome::Frame(
+                FrameKind::Message | FrameKind::Reply | FrameKind::Describe | FrameKind::Descriptor,
+            )) => {
                 shared.metrics.count_drop(Reason::BadFrame);
                 let _ = recv.stop(code::BAD_FRAME.into());
                 return;
@@ -1456,7 +1490,7 @@ async fn directory_task(shared: Arc<Shared>) {
                         };
                 }
                 Err(e) => {
-                    warn!(error = %e, "topology fetch failed; retrying");
+                    lethe_net::warn_limited!(Duration::from_secs(60), error = %e, "topology fetch failed; retrying");
                     next_refresh = now + Duration::from_secs(1);
                 }
             }
@@ -1485,6 +1519,12 @@ async fn directory_task(shared: Arc<Shared>) {
                     return;
                 }
             };
+            if let Ok(json) = serde_json::to_vec(&signed) {
+                match shared.own_descriptor.write() {
+                    Ok(mut d) => *d = json,
+                    Err(p) => *p.into_inner() = json,
+                }
+            }
             match shared.directory.register(&signed).await {
                 Ok(()) => {
                     if !registered {
@@ -1495,7 +1535,7 @@ async fn directory_task(shared: Arc<Shared>) {
                     backoff = Duration::from_millis(100);
                 }
                 Err(e) => {
-                    warn!(error = %e, "directory registration failed; retrying");
+                    lethe_net::warn_limited!(Duration::from_secs(60), error = %e, "directory registration failed; retrying");
                     next_register = now + backoff;
                     backoff = (backoff * 2).min(register_every);
                 }

@@ -32,7 +32,16 @@ pub enum FrameKind {
     /// A SURB reply, gateway to client: the SURB id ([`crate::surb::SurbId`], 16 bytes),
     /// then the still-sealed payload ([`PAYLOAD_SIZE`] bytes) for the client's `SurbKey`.
     Reply = 4,
+    /// On a bidirectional stream, anyone to a relay: who are you? (empty body; a directory
+    /// authority's liveness probe).
+    Describe = 5,
+    /// The answer to [`FrameKind::Describe`]: the relay's current signed descriptor (JSON of
+    /// a `SignedDescriptor`), which proves the identity behind the pinned certificate.
+    Descriptor = 6,
 }
+
+/// Largest body of a [`FrameKind::Descriptor`] frame.
+pub const MAX_DESCRIPTOR_FRAME: usize = 8 * 1024;
 
 /// Body length of a [`FrameKind::Reply`] frame.
 pub const REPLY_BODY_LEN: usize = 16 + PAYLOAD_SIZE;
@@ -44,6 +53,8 @@ impl FrameKind {
             2 => Ok(FrameKind::Message),
             3 => Ok(FrameKind::Subscribe),
             4 => Ok(FrameKind::Reply),
+            5 => Ok(FrameKind::Describe),
+            6 => Ok(FrameKind::Descriptor),
             got => Err(Error::FrameKind { got }),
         }
     }
@@ -55,6 +66,8 @@ impl FrameKind {
             FrameKind::Message => (0, MAX_MESSAGE_LEN),
             FrameKind::Subscribe => (0, 0),
             FrameKind::Reply => (REPLY_BODY_LEN, REPLY_BODY_LEN),
+            FrameKind::Describe => (0, 0),
+            FrameKind::Descriptor => (1, MAX_DESCRIPTOR_FRAME),
         }
     }
 }
