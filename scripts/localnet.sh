@@ -31,6 +31,7 @@
 #                       default; 0 turns them off)
 #   LETHE_NODE_ARGS     extra arguments for every relay's and the exit's `lethe-node run` (tests use
 #                       --unsafe-logging to see everything a relay could log)
+#   LETHE_EXIT_ALLOW    the exit's allow-list rules, words (default "127.0.0.0/8:* [::1]:*")
 #   LETHE_EXIT_SETTINGS `key=value` words, each replacing that key's line in the exit's
 #                       exit.toml (e.g. "stall_secs=3 max_streams=4")
 set -euo pipefail
@@ -167,14 +168,20 @@ start() {
   # The exit service and a SOCKS proxy using it.
   local common=(--directory "$DIRECTORY" --threshold "$THRESHOLD" "${key_args[@]}") exit_addr
   common+=("${mirror_args[@]}")
+  local allow_args=() rule
+  set -f # the rules are words, not file patterns
+  for rule in ${LETHE_EXIT_ALLOW:-127.0.0.0/8:* [::1]:*}; do allow_args+=(--allow "$rule"); done
+  set +f
   exit_addr=$("$BIN/lethe-node" init --dir "$dir/exit" --role exit --listen "$PREFIX.50:0" \
-    --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-2")" --allow "127.0.0.0/8:*" \
-    --allow "[::1]:*" "${common[@]}" 2>/dev/null) || { stop "$dir"; die "init of the exit failed"; }
+    --gateway "$("$BIN/lethe-node" id --dir "$dir/gateway-2")" "${allow_args[@]}" \
+    "${common[@]}" 2>/dev/null) || { stop "$dir"; die "init of the exit failed"; }
   local kv
+  set -f
   for kv in ${LETHE_EXIT_SETTINGS:-}; do
     grep -q "^${kv%%=*} = " "$dir/exit/exit.toml" || { stop "$dir"; die "exit.toml has no ${kv%%=*}"; }
     sed -i "s|^${kv%%=*} = .*|${kv%%=*} = ${kv#*=}|" "$dir/exit/exit.toml"
   done
+  set +f
   # shellcheck disable=SC2086 # LETHE_NODE_ARGS is a list of words
   "$BIN/lethe-node" run --dir "$dir/exit" ${LETHE_NODE_ARGS:-} >> "$dir/exit/node.log" 2>&1 &
   echo "$! exit" >> "$dir/pids"

@@ -78,6 +78,10 @@ pub struct ClientConfig {
     pub gateway: Option<String>,
 }
 
+/// The newest document's (epoch, serial) a client accepted, kept in its directory: after a
+/// restart it still refuses anything older.
+pub const NEWEST_FILE: &str = "newest-document";
+
 fn one() -> usize {
     1
 }
@@ -306,7 +310,7 @@ impl Client {
         if !opts.authority_keys.is_empty() {
             cfg.authority_keys = opts.authority_keys;
         }
-        let directory = cfg.directory_client()?;
+        let directory = cfg.directory_client()?.remember_in(dir.join(NEWEST_FILE));
         let topology = Arc::new(directory.fetch().await?);
         let id = TlsIdentity::load(dir)?;
         let gateway = cfg.gateway()?;

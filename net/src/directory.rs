@@ -31,6 +31,8 @@ pub struct DirectoryClient {
     /// The newest (epoch, serial) accepted so far: an older document, e.g. replayed by one
     /// authority or a mirror, is refused and the next authority is asked.
     pub newest: std::sync::Arc<std::sync::Mutex<(u64, u64)>>,
+    /// Where the newest (epoch, serial) is kept across restarts, if anywhere.
+    pub newest_file: Option<std::path::PathBuf>,
 }
 
 impl DirectoryClient {
@@ -43,7 +45,22 @@ impl DirectoryClient {
             threshold,
             network: None,
             newest: Default::default(),
+            newest_file: None,
         }
+    }
+
+    /// Keep the newest (epoch, serial) accepted in `path` as well, and start from what it
+    /// holds: after a restart, a document older than one accepted before is still refused.
+    pub fn remember_in(mut self, path: std::path::PathBuf) -> Self {
+        let saved = std::fs::read_to_string(&path).ok().and_then(|text| {
+            let (e, s) = text.trim().split_once(' ')?;
+            Some((e.parse().ok()?, s.parse().ok()?))
+        });
+        if let Some(n) = saved {
+            *self.newest.lock().unwrap_or_else(|p| p.into_inner()) = n;
+        }
+        self.newest_file = Some(path);
+        self
     }
 
     fn urls(&self) -> impl Iterator<Item = &String> {
@@ -107,7 +124,13 @@ impl DirectoryClient {
                 body.epoch, body.serial
             )));
         }
-        *newest = (body.epoch, body.serial);
+        if *newest != (body.epoch, body.serial) {
+            *newest = (body.epoch, body.serial);
+            if let Some(path) = &self.newest_file {
+                // Best effort: a lost write only weakens the check after a restart.
+                let _ = std::fs::write(path, format!("{} {}\n", body.epoch, body.serial));
+            }
+        }
         Ok(t)
     }
 
@@ -130,5 +153,68 @@ impl DirectoryClient {
             }
         }
         if accepted > 0 { Ok(()) } else { Err(last) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lethe_proto::topology::{CoverParams, identity_public_key};
+    use lethe_proto::{SignedTopology, TopologyBody};
+    use std::sync::{Arc, Mutex};
+
+    /// Serve documents of `network` with the serial in `serial`, signed by `secret`.
+    async fn directory(secret: [u8; 32], serial: Arc<Mutex<u64>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handler: http::Handler = Arc::new(move |_| {
+            let body = TopologyBody {
+                network: "net-a".into(),
+                epoch: 7,
+                serial: *serial.lock().unwrap(),
+                valid_until: unix_now() + 3600,
+                epoch_secs: 3600,
+                mean_delay_ms: 10,
+                max_delay_ms: 100,
+                cover: CoverParams::default(),
+                nodes: Vec::new(),
+            };
+            let doc = SignedTopology::sign(&body, &secret).unwrap();
+            http::Response::ok("application/json", serde_json::to_vec(&doc).unwrap())
+        });
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            http::serve(listener, handler, rx).await;
+            drop(tx);
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn another_networks_or_an_older_document_is_refused_even_after_a_restart() {
+        let secret = [9u8; 32];
+        let key = identity_public_key(&secret);
+        let serial = Arc::new(Mutex::new(100));
+        let url = directory(secret, serial.clone()).await;
+        let file = std::env::temp_dir().join(format!("lethe-newest-{}", std::process::id()));
+        let _ = std::fs::remove_file(&file);
+        let first = DirectoryClient::single(url.clone(), vec![key], 1).remember_in(file.clone());
+        assert_eq!(first.fetch().await.unwrap().body().serial, 100);
+        assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "7 100");
+        // A restarted client (a new DirectoryClient from the same file) is offered an
+        // older, still valid document: refused.
+        *serial.lock().unwrap() = 50;
+        let restarted =
+            DirectoryClient::single(url.clone(), vec![key], 1).remember_in(file.clone());
+        let err = restarted.fetch().await.unwrap_err().to_string();
+        assert!(err.contains("older"), "{err}");
+        *serial.lock().unwrap() = 101;
+        assert_eq!(restarted.fetch().await.unwrap().body().serial, 101);
+        // A document of another network: refused.
+        let mut other = DirectoryClient::single(url, vec![key], 1);
+        other.network = Some("net-b".into());
+        let err = other.fetch().await.unwrap_err().to_string();
+        assert!(err.contains("network"), "{err}");
+        let _ = std::fs::remove_file(&file);
     }
 }

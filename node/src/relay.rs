@@ -370,7 +370,9 @@ impl Relay {
             threshold: cfg.directory.threshold,
             network: None,
             newest: Default::default(),
-        };
+            newest_file: None,
+        }
+        .remember_in(dir.join("newest-document"));
         let server_cfg = tls::server_config(&keys.tls)?;
         let endpoint = quinn::Endpoint::server(server_cfg, cfg.node.listen).map_err(|source| {
             NodeError::Bind {
