@@ -219,7 +219,7 @@ stop() {
   done
   kill -KILL "${pids[@]}" 2>/dev/null || true
   rm -f "$dir/pids" "$dir/localnet.json"
-  echo "localnet: stopped" >&2
+  echo "localnet: stopped; its keys and logs stay in $dir (rm -rf it to remove them)" >&2
 }
 
 demo() {

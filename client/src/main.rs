@@ -39,8 +39,8 @@ struct Net {
     /// (overrides client.toml when given).
     #[arg(long = "mirror")]
     mirrors: Vec<String>,
-    /// Local address of the QUIC endpoint.
-    #[arg(long)]
+    /// Local address of the QUIC endpoint: an IP address, or IP:PORT.
+    #[arg(long, value_parser = parse_bind)]
     bind: Option<SocketAddr>,
 }
 
@@ -123,6 +123,16 @@ enum Cmd {
         #[arg(long)]
         allow_remote: bool,
     },
+}
+
+/// `--bind`: `IP:PORT`, or a bare IP address (any port).
+fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 0))
+        })
+        .map_err(|_| format!("{s:?} is neither an IP address nor IP:PORT"))
 }
 
 fn main() -> anyhow::Result<()> {

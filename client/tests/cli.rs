@@ -46,7 +46,7 @@ fn init_prints_the_address_that_address_prints_again() {
         "--dir",
         dir,
         "--out-dir",
-        "/nonexistent/x",
+        d.path().join("out").to_str().unwrap(),
         "--count",
         "1",
     ]);
@@ -55,10 +55,11 @@ fn init_prints_the_address_that_address_prints_again() {
 
 #[test]
 fn a_socks_proxy_open_to_other_hosts_needs_a_flag() {
+    let d = tempfile::tempdir().unwrap();
     let (ok, _, err) = client(&[
         "socks",
         "--dir",
-        "/nonexistent",
+        d.path().join("none").to_str().unwrap(),
         "--listen",
         "0.0.0.0:1080",
         "--exit",
@@ -66,4 +67,18 @@ fn a_socks_proxy_open_to_other_hosts_needs_a_flag() {
     ]);
     assert!(!ok);
     assert!(err.contains("--allow-remote"), "{err}");
+}
+
+#[test]
+fn bind_takes_a_bare_address_too() {
+    // A bare address is accepted (the error is about the missing directory, not the
+    // address); a malformed one is refused by name.
+    let d = tempfile::tempdir().unwrap();
+    let (dir, out) = (d.path().join("none"), d.path().join("out"));
+    let (dir, out) = (dir.to_str().unwrap(), out.to_str().unwrap());
+    let args = |bind| ["receive", "--dir", dir, "--out-dir", out, "--bind", bind];
+    let (ok, _, err) = client(&args("127.0.0.99"));
+    assert!(!ok && !err.contains("--bind"), "{err}");
+    let (ok, _, err) = client(&args("not-an-ip"));
+    assert!(!ok && err.contains("neither an IP address"), "{err}");
 }
