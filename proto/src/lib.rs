@@ -8,6 +8,7 @@ pub mod cover;
 pub mod error;
 pub mod frame;
 pub mod health;
+pub mod keyring;
 pub mod limit;
 pub mod mailbox;
 pub mod mixloop;
