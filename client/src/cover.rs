@@ -59,9 +59,7 @@ pub(crate) struct Queued {
 /// Send times kept for [`Cover::send_times`] (the oldest are dropped beyond it).
 const SEND_TIMES_KEPT: usize = 1 << 18;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use lethe_net::clock::lock;
 
 struct PendingLoop {
     /// Its key in the [`RelayHealth`] record.
@@ -598,8 +596,8 @@ fn drive(
     stop: Arc<AtomicBool>,
     shared: Arc<CoverShared>,
 ) {
-    let origin = Instant::now();
-    let now = || Timestamp::from_duration(origin.elapsed());
+    let clock = lethe_net::clock::Clock::new();
+    let now = || clock.now();
     // The schedule's secret: an observer must not predict when cover leaves.
     let mut rng = StdRng::from_rng(&mut rand::rng());
     schedule.start(now(), &mut rng);
@@ -637,7 +635,7 @@ fn drive(
                 std::thread::sleep(MAX_SLEEP);
                 continue;
             };
-            let wait = (origin + due.since_origin()).saturating_duration_since(Instant::now());
+            let wait = clock.instant(due).saturating_duration_since(Instant::now());
             if !wait.is_zero() {
                 std::thread::sleep(wait.min(MAX_SLEEP));
                 continue;
@@ -697,7 +695,7 @@ fn drive(
                 }
                 {
                     let mut l = lock(&shared.lateness);
-                    l.0 += t.saturating_duration_since(origin + due.since_origin());
+                    l.0 += t.saturating_duration_since(clock.instant(due));
                     l.1 += 1;
                 }
                 *lock(&shared.counts).entry(kind_name(kind)).or_default() += 1;

@@ -290,8 +290,7 @@ async fn refresh_topology(dir: DirectoryClient, slot: Arc<std::sync::RwLock<Arc<
         tokio::time::sleep(TOPOLOGY_REFRESH).await;
         let Ok(t) = dir.fetch().await else { continue };
         let mut g = slot.write().unwrap_or_else(|p| p.into_inner());
-        let (old, new) = (g.body(), t.body());
-        if (new.epoch, new.serial) >= (old.epoch, old.serial) {
+        if t.replaces(&g) {
             *g = Arc::new(t);
         }
     }
@@ -406,7 +405,7 @@ impl Client {
     pub async fn refresh_topology(&self) -> Result<(), ClientError> {
         let t = self.directory.fetch().await?;
         let mut g = self.topology.write().unwrap_or_else(|p| p.into_inner());
-        if (t.body().epoch, t.body().serial) >= (g.body().epoch, g.body().serial) {
+        if t.replaces(&g) {
             *g = Arc::new(t);
         }
         Ok(())

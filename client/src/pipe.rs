@@ -9,7 +9,6 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use lethe_proto::Timestamp;
 use lethe_proto::socks::{Reply, encode_reply};
 use lethe_proto::stream::{Chunk, Receiver, Sender, StreamEvent, StreamId, Verdict};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -111,10 +110,6 @@ pub struct Pipe {
     pub received_any: bool,
     /// The proxy: answer the SOCKS request when the exit confirms or refuses.
     pub socks_reply_pending: bool,
-}
-
-fn ts(origin: Instant) -> Timestamp {
-    Timestamp::from_duration(origin.elapsed())
 }
 
 /// The longest a chunk may wait to leave (a payload slot, a full link): past it the stream
@@ -219,7 +214,7 @@ impl Pipe {
         tcp: Option<TcpStream>,
         mut inbox: mpsc::Receiver<Chunk>,
     ) -> PipeEnd {
-        let origin = Instant::now();
+        let clock = lethe_net::clock::Clock::new();
         let (mut rd, mut wr): (Option<OwnedReadHalf>, Option<OwnedWriteHalf>) = match tcp {
             Some(t) => {
                 let _ = t.set_nodelay(true);
@@ -241,7 +236,7 @@ impl Pipe {
         loop {
             // Send what the window, the transport and the peer's acks allow.
             while transport.ready() {
-                let Some(mut c) = self.sender.poll_transmit(ts(origin)) else {
+                let Some(mut c) = self.sender.poll_transmit(clock.now()) else {
                     break;
                 };
                 if self.received_any {
@@ -328,7 +323,7 @@ impl Pipe {
             // Wait for the next thing to do.
             let mut wake = last_activity + self.config.idle;
             if let Some(t) = self.sender.poll_timeout() {
-                wake = wake.min(origin + t.since_origin());
+                wake = wake.min(clock.instant(t));
             }
             // An ack waits for a way back: without one (no SURB held) its due time would
             // wake this loop at once, again and again.
@@ -363,7 +358,7 @@ impl Pipe {
                     last_activity = Instant::now();
                     transport.on_chunk(&mut c, last_activity);
                     if let Some(a) = &c.ack {
-                        self.sender.on_ack(ts(origin), a);
+                        self.sender.on_ack(clock.now(), a);
                     }
                     if c.body.is_none() || full {
                         continue;
@@ -455,7 +450,7 @@ impl Pipe {
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {
-                    self.sender.handle_timeout(ts(origin));
+                    self.sender.handle_timeout(clock.now());
                 }
             }
         }

@@ -97,9 +97,7 @@ type Keys = Arc<Mutex<HashMap<SurbId, (StreamId, SurbKey, Instant)>>>;
 /// Inboxes of the open streams.
 type Streams = Arc<Mutex<HashMap<StreamId, mpsc::Sender<Chunk>>>>;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use lethe_net::clock::lock;
 
 /// Serve SOCKS5 on `cfg.listen` until the gateway connection closes.
 pub async fn serve(client: Arc<Client>, cfg: SocksConfig) -> Result<(), ClientError> {

@@ -118,14 +118,14 @@ impl DirectoryClient {
             )));
         }
         let mut newest = self.newest.lock().unwrap_or_else(|p| p.into_inner());
-        if (body.epoch, body.serial) < *newest {
+        if t.version() < *newest {
             return Err(NetError::Directory(format!(
                 "{url} serves an older document (epoch {}, serial {}) than one already seen",
                 body.epoch, body.serial
             )));
         }
-        if *newest != (body.epoch, body.serial) {
-            *newest = (body.epoch, body.serial);
+        if *newest != t.version() {
+            *newest = t.version();
             if let Some(path) = &self.newest_file {
                 // Best effort: a lost write only weakens the check after a restart.
                 let _ = std::fs::write(path, format!("{} {}\n", body.epoch, body.serial));

@@ -381,9 +381,7 @@ struct Ctx {
     streams: Mutex<HashMap<StreamId, mpsc::Sender<Chunk>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use lethe_net::clock::lock;
 
 /// Run the exit in `dir` until `shutdown` turns true or the gateway connection closes.
 pub async fn run(

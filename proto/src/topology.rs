@@ -443,6 +443,17 @@ impl Topology {
     pub fn body(&self) -> &TopologyBody {
         &self.body
     }
+
+    /// Its place in the order of documents: (epoch, serial); a newer one is greater.
+    pub fn version(&self) -> (u64, u64) {
+        (self.body.epoch, self.body.serial)
+    }
+
+    /// Whether this document may replace `current`: it is not older (a racing fetch or a
+    /// replayed document never winds a node back).
+    pub fn replaces(&self, current: &Topology) -> bool {
+        self.version() >= current.version()
+    }
     /// Epoch of the document.
     pub fn epoch(&self) -> u64 {
         self.body.epoch

@@ -89,7 +89,7 @@ pub(super) async fn identify(shared: &Shared, cert: Key32) -> Option<Peer> {
     }
     // A mix only talks to relays; the peer may have joined after our last fetch. Look
     // again, at most once a second whatever unknown peers do.
-    let now_ms = shared.origin.elapsed().as_millis() as u64;
+    let now_ms = shared.clock.elapsed_ms();
     let last = shared.last_fetch_ms.load(Ordering::Relaxed);
     if now_ms.saturating_sub(last) >= 1000
         && shared

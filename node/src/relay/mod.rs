@@ -31,7 +31,7 @@ mod state;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lethe_net::directory::DirectoryClient;
 use lethe_net::http;
@@ -124,7 +124,7 @@ impl Relay {
         let me = keys.id();
         let shared = Arc::new(Shared {
             me,
-            origin: Instant::now(),
+            clock: lethe_net::clock::Clock::new(),
             metrics: metrics.clone(),
             directory,
             topology: RwLock::new(None),

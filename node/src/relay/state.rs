@@ -86,7 +86,7 @@ pub(super) struct Shared {
     pub(super) cfg: NodeConfig,
     pub(super) me: NodeId,
     pub(super) keys: NodeKeys,
-    pub(super) origin: Instant,
+    pub(super) clock: lethe_net::clock::Clock,
     pub(super) metrics: Arc<Metrics>,
     pub(super) directory: DirectoryClient,
     pub(super) topology: RwLock<Option<Arc<Topology>>>,
@@ -111,7 +111,7 @@ pub(super) struct Shared {
     pub(super) handshakes: Mutex<TokenBucket>,
     /// Packets per second per client source prefix.
     pub(super) packet_budget: Mutex<KeyedBuckets<IpAddr>>,
-    /// Milliseconds since `origin` of the last on-demand topology fetch (rate limit).
+    /// Milliseconds since the clock's origin of the last on-demand topology fetch (rate limit).
     pub(super) last_fetch_ms: std::sync::atomic::AtomicU64,
     /// Secret destination of this mix's own loop packets: the final hop of a loop is the mix
     /// itself, and only a packet built by it carries this id.
@@ -120,19 +120,15 @@ pub(super) struct Shared {
     pub(super) own_descriptor: RwLock<Vec<u8>>,
 }
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these locks cannot leave the data half-updated in a way
-    // that matters more than stopping the relay would, so keep going with the data.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(super) use lethe_net::clock::lock;
 
 impl Shared {
     pub(super) fn now(&self) -> Timestamp {
-        Timestamp::from_duration(self.origin.elapsed())
+        self.clock.now()
     }
 
     pub(super) fn instant(&self, t: Timestamp) -> Instant {
-        self.origin + t.since_origin()
+        self.clock.instant(t)
     }
 
     pub(super) fn topology(&self) -> Option<Arc<Topology>> {
@@ -145,11 +141,10 @@ impl Shared {
     /// Install a newer topology (an older or same-age one, e.g. from a racing fetch, is
     /// ignored), follow its delay cap, and close links to relays that left it.
     pub(super) fn set_topology(&self, t: Topology) {
-        if let Some(cur) = self.topology() {
-            let (c, n) = (cur.body(), t.body());
-            if (n.epoch, n.serial) < (c.epoch, c.serial) {
-                return;
-            }
+        if let Some(cur) = self.topology()
+            && !t.replaces(&cur)
+        {
+            return;
         }
         self.metrics.topology_nodes.set(t.nodes().len() as i64);
         for k in self.ring().iter() {
