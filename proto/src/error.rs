@@ -1,5 +1,5 @@
 //! The core's error type. Every variant is a reason to drop one packet, frame or document;
-//! [`Error::drop_reason`] names it for the aggregate metrics.
+//! the relay's metrics (`lethe-node`'s `metrics::Reason::from_error`) name them.
 
 use std::time::Duration;
 
@@ -61,22 +61,3 @@ pub enum Error {
     Invalid { field: &'static str, reason: String },
 }
 
-impl Error {
-    /// A short, stable label for metrics (`packets_dropped_total{reason=".."}`).
-    pub fn drop_reason(&self) -> &'static str {
-        match self {
-            Error::WrongPacketSize { .. } => "wrong_size",
-            Error::BadMac => "bad_mac",
-            Error::Replay => "replay",
-            Error::UnsupportedVersion { .. } => "bad_version",
-            Error::DelayTooLong { .. } => "delay_too_long",
-            Error::BadPayload => "bad_payload",
-            Error::FrameVersion { .. } | Error::FrameKind { .. } | Error::FrameLength { .. } => {
-                "bad_frame"
-            }
-            Error::QueueFull { .. } | Error::BatchFull { .. } => "queue_full",
-            Error::UnknownNode { .. } => "unknown_next_hop",
-            _ => "malformed",
-        }
-    }
-}
