@@ -6,11 +6,10 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lethe_tests::LocalNet;
+use lethe_tests::{LocalNet, curl_socks};
 use rand::Rng;
 
 /// A minimal HTTP/1.1 server on `ip`, serving fixed files; returns its port.
@@ -68,25 +67,12 @@ struct Fetched {
 }
 
 fn curl(proxy: &str, url: &str, out: &Path, max_secs: u64) -> Fetched {
-    let start = Instant::now();
-    let o = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            &max_secs.to_string(),
-            "--socks5-hostname",
-        ])
-        .arg(proxy)
-        .arg(url)
-        .arg("-o")
-        .arg(out)
-        .output()
-        .expect("curl must be installed");
+    let (o, elapsed) = curl_socks(proxy, &[url, "-o", out.to_str().unwrap()], max_secs);
     Fetched {
         ok: o.status.success(),
         body: std::fs::read(out).unwrap_or_default(),
         stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        elapsed: start.elapsed(),
+        elapsed,
     }
 }
 

@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lethe_net::link::push_frame;
@@ -12,7 +11,7 @@ use lethe_net::{TlsIdentity, http, tls};
 use lethe_proto::packet::build_packet;
 use lethe_proto::topology::{NodeDescriptor, Role, identity_public_key};
 use lethe_proto::{ClientId, FrameKind, Key32, NodeId, SignedDescriptor, SignedTopology};
-use lethe_tests::{LocalNet, rss_mib};
+use lethe_tests::{LocalNet, curl_socks, rss_mib};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -172,19 +171,8 @@ fn hello_server(ip: &str) -> std::net::SocketAddr {
 
 /// curl through the local proxy; returns (exit status success, body, seconds taken).
 fn curl(proxy: &str, args: &[&str], max_secs: u64) -> (bool, Vec<u8>, f64) {
-    let t = Instant::now();
-    let o = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            &max_secs.to_string(),
-            "--socks5-hostname",
-        ])
-        .arg(proxy)
-        .args(args)
-        .output()
-        .unwrap();
-    (o.status.success(), o.stdout, t.elapsed().as_secs_f64())
+    let (o, t) = curl_socks(proxy, args, max_secs);
+    (o.status.success(), o.stdout, t.as_secs_f64())
 }
 
 /// A target that accepts a connection and never reads used to pin the exit's stream (and

@@ -60,4 +60,3 @@ pub enum Error {
     #[error("invalid configuration value for {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
 }
-

@@ -403,6 +403,24 @@ impl Drop for LocalNet {
     }
 }
 
+/// `curl -sS --max-time MAX --socks5-hostname PROXY ARGS...`: its output and how long it
+/// took.
+pub fn curl_socks(proxy: &str, args: &[&str], max_secs: u64) -> (std::process::Output, Duration) {
+    let start = Instant::now();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            &max_secs.to_string(),
+            "--socks5-hostname",
+        ])
+        .arg(proxy)
+        .args(args)
+        .output()
+        .expect("curl must be installed");
+    (out, start.elapsed())
+}
+
 /// Resident memory of a process, MiB.
 pub fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
