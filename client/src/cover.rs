@@ -25,9 +25,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use lethe_proto::packet::build_packet;
-use lethe_proto::{
-    ClientId, ClientRates, ClientSchedule, ClientSend, NodeId, Packet, RelayHealth, Timestamp,
-};
+use lethe_proto::{ClientId, ClientRates, ClientSchedule, ClientSend, NodeId, Packet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,15 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::{Client, ClientError};
 
-/// Length of a loop or drop cover message: an id and filler.
-pub const COVER_MESSAGE_LEN: usize = 64;
-/// A loop not back after this long (on top of its own hop delays) is counted as lost.
-pub const LOOP_DEADLINE: Duration = Duration::from_secs(20);
-/// For route choice ([`RelayHealth`]) a loop not back after its own hop delays plus this
-/// long (or plus the usual lateness of this client's loops and four times its deviation,
-/// if that is longer: batch mixes and busy links are slow, not dead) already counts as
-/// lost; if it comes back later, it counts as returned.
-pub const LOOP_LATE: Duration = Duration::from_secs(2);
+pub use lethe_proto::loops::{COVER_MESSAGE_LEN, LOOP_DEADLINE, LOOP_LATE, LoopStats};
 /// Changes of the avoided relays are logged at warn level at most this often (at debug
 /// level in between).
 const AVOID_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -61,98 +51,36 @@ const SEND_TIMES_KEPT: usize = 1 << 18;
 
 use lethe_net::clock::lock;
 
-struct PendingLoop {
-    /// Its key in the [`RelayHealth`] record.
-    key: u64,
-    sent: Instant,
-    /// Its hops' delays added up.
-    total: Duration,
-    /// When it counts as lost for route choice...
-    late: Instant,
-    judged_late: bool,
-    /// ...and for [`LoopStats`].
-    deadline: Instant,
-    route: Vec<NodeId>,
-}
-
-/// Loop cover packets sent, returned and lost, in all and per relay.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LoopStats {
-    /// Loops sent.
-    pub sent: u64,
-    /// Loops that came back.
-    pub returned: u64,
-    /// Loops that did not come back in time.
-    pub lost: u64,
-    /// For each relay: (loops through it that were judged, of which lost).
-    pub per_relay: HashMap<NodeId, (u64, u64)>,
-    /// Loops of an earlier run (or judged lost, then late) that came back.
-    pub stale: u64,
-    /// Round-trip time of the last loop that came back.
-    pub last_rtt: Option<Duration>,
-}
-
-/// The loops a client has in flight, shared with its receive path.
+/// The loops a client has in flight ([`lethe_proto::loops::LoopTracker`], the policy), on
+/// this process's clock, shared by the cover driver and the receive path; changes of the
+/// avoided relays are logged here.
 pub(crate) struct LoopTracker {
-    /// Loop messages are an id and its keyed hash under this client secret, so the client
-    /// knows its own loops (even from an earlier run, waiting in its mailbox) and nobody
-    /// else can make one.
-    key: [u8; 32],
-    pending: Mutex<HashMap<[u8; 32], PendingLoop>>,
-    stats: Mutex<LoopStats>,
-    health: Mutex<HealthState>,
-    origin: Instant,
-}
-
-/// Route-choice bookkeeping of a [`LoopTracker`].
-#[derive(Default)]
-struct HealthState {
-    /// Recent outcomes (times since the tracker's origin).
-    relays: RelayHealth,
-    /// Key of the last loop sent.
-    next_key: u64,
-    /// How late returning loops are beyond their hop delays: smoothed mean and mean
-    /// deviation in seconds (as RFC 6298 smooths round-trip times).
-    lateness: Option<(f64, f64)>,
+    inner: Mutex<lethe_proto::loops::LoopTracker>,
+    clock: lethe_net::clock::Clock,
     /// When a change was last logged at warn level.
-    last_warn: Option<Instant>,
-    /// How many times the set of avoided relays changed.
-    changes: u64,
+    last_warn: Mutex<Option<Instant>>,
 }
 
-impl HealthState {
-    fn late_after(&self) -> Duration {
-        let usual = self
-            .lateness
-            // Well inside LOOP_DEADLINE, so every loop is judged before it is forgotten.
-            .map_or(0.0, |(mean, dev)| {
-                (mean + 4.0 * dev).min(LOOP_DEADLINE.as_secs_f64() / 2.0)
-            });
-        LOOP_LATE.max(Duration::from_secs_f64(usual))
+impl LoopTracker {
+    pub(crate) fn new(key: [u8; 32]) -> Self {
+        LoopTracker {
+            inner: Mutex::new(lethe_proto::loops::LoopTracker::new(key)),
+            clock: lethe_net::clock::Clock::new(),
+            last_warn: Mutex::new(None),
+        }
     }
 
-    fn note_lateness(&mut self, late: Duration) {
-        let x = late.as_secs_f64();
-        self.lateness = Some(match self.lateness {
-            None => (x, x / 2.0),
-            Some((mean, dev)) => (
-                mean + (x - mean) / 8.0,
-                dev + ((x - mean).abs() - dev) / 4.0,
-            ),
-        });
-    }
-
-    /// Say which relays are avoided now (after the set changed).
-    fn log_change(&mut self, now: Instant) {
-        self.changes += 1;
-        let names: Vec<String> = self.relays.suspects().iter().map(|n| n.short()).collect();
-        let loud = self
-            .last_warn
-            .is_none_or(|t| now.saturating_duration_since(t) >= AVOID_LOG_EVERY);
+    /// Say which relays are avoided now (after the set changed): at warn level at most
+    /// every [`AVOID_LOG_EVERY`], at debug level in between.
+    fn log_change(&self, suspects: &BTreeSet<NodeId>) {
+        let names: Vec<String> = suspects.iter().map(|n| n.short()).collect();
+        let now = Instant::now();
+        let mut last = lock(&self.last_warn);
+        let loud = last.is_none_or(|t| now.saturating_duration_since(t) >= AVOID_LOG_EVERY);
         if names.is_empty() {
             tracing::debug!("no relay avoided any more");
         } else if loud {
-            self.last_warn = Some(now);
+            *last = Some(now);
             tracing::warn!(
                 relays = %names.join(","),
                 "routing around relays whose loops are lost"
@@ -161,150 +89,55 @@ impl HealthState {
             tracing::debug!(relays = %names.join(","), "routing around relays whose loops are lost");
         }
     }
-}
-
-impl LoopTracker {
-    pub(crate) fn new(key: [u8; 32]) -> Self {
-        LoopTracker {
-            key,
-            pending: Mutex::default(),
-            stats: Mutex::default(),
-            health: Mutex::default(),
-            origin: Instant::now(),
-        }
-    }
-
-    fn ts(&self, t: Instant) -> Timestamp {
-        Timestamp::from_duration(t.saturating_duration_since(self.origin))
-    }
-
-    /// Record a loop outcome for route choice; say so when the relays to avoid change.
-    fn judge(&self, at: Instant, key: u64, route: &[NodeId], delivered: bool) {
-        let mut h = lock(&self.health);
-        if h.relays.record(self.ts(at), key, route, delivered) {
-            h.log_change(at);
-        }
-    }
 
     /// How many times the avoided relays changed so far.
     pub(crate) fn avoided_changes(&self) -> u64 {
-        lock(&self.health).changes
+        lock(&self.inner).changes()
     }
 
     /// The relays every packet of this client should avoid now (evidence older than
     /// [`lethe_proto::HealthConfig::window`] forgotten, also when cover has stopped).
     pub(crate) fn avoided(&self) -> BTreeSet<NodeId> {
-        let now = Instant::now();
-        let mut h = lock(&self.health);
-        if h.relays.expire(self.ts(now)) {
-            h.log_change(now);
+        let (set, changed) = lock(&self.inner).avoided(self.clock.now());
+        if changed {
+            self.log_change(&set);
         }
-        h.relays.suspects().clone()
+        set
     }
 
     fn message<R: Rng + ?Sized>(&self, rng: &mut R) -> ([u8; 32], [u8; COVER_MESSAGE_LEN]) {
-        let mut id = [0u8; 32];
-        rng.fill_bytes(&mut id);
-        let mut msg = [0u8; COVER_MESSAGE_LEN];
-        msg[..32].copy_from_slice(&id);
-        msg[32..].copy_from_slice(blake3::keyed_hash(&self.key, &id).as_bytes());
-        (id, msg)
+        lock(&self.inner).message(rng)
     }
 
     /// A loop left; its hops' delays add up to `total`.
     fn sent(&self, id: [u8; 32], route: Vec<NodeId>, total: Duration) {
-        let now = Instant::now();
-        let (key, late_after) = {
-            let mut h = lock(&self.health);
-            h.next_key += 1;
-            (h.next_key, h.late_after())
-        };
-        lock(&self.pending).insert(
-            id,
-            PendingLoop {
-                key,
-                sent: now,
-                total,
-                late: now + total + late_after,
-                judged_late: false,
-                deadline: now + total + LOOP_DEADLINE,
-                route,
-            },
-        );
-        lock(&self.stats).sent += 1;
+        lock(&self.inner).sent(self.clock.now(), id, route, total);
     }
 
     /// If `msg` is one of our loops (this run's or a late one from an earlier run), count
     /// it and return true: it is not a message for the application.
     pub(crate) fn returned(&self, msg: &[u8]) -> bool {
-        if msg.len() != COVER_MESSAGE_LEN {
-            return false;
+        let mut t = lock(&self.inner);
+        let (what, changed) = t.returned(self.clock.now(), msg);
+        if changed {
+            let suspects = t.suspects().clone();
+            drop(t);
+            self.log_change(&suspects);
         }
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&msg[..32]);
-        // blake3::Hash compares in constant time.
-        if blake3::keyed_hash(&self.key, &id) != msg[32..] {
-            return false;
-        }
-        let Some(p) = lock(&self.pending).remove(&id) else {
-            lock(&self.stats).stale += 1;
-            return true;
-        };
-        let now = Instant::now();
-        lock(&self.health).note_lateness(now.saturating_duration_since(p.sent + p.total));
-        self.judge(now, p.key, &p.route, true);
-        let mut s = lock(&self.stats);
-        s.returned += 1;
-        s.last_rtt = Some(p.sent.elapsed());
-        for r in p.route {
-            s.per_relay.entry(r).or_default().0 += 1;
-        }
-        true
+        what != lethe_proto::loops::Returned::NotALoop
     }
 
     fn expire(&self, now: Instant) {
-        let mut lost = Vec::new();
-        {
-            // Judged while `pending` is held, so a return racing with this cannot be
-            // overwritten by a late verdict (the order pending -> health is never reversed).
-            let mut pending = lock(&self.pending);
-            for p in pending.values_mut() {
-                if (p.late <= now || p.deadline <= now) && !p.judged_late {
-                    p.judged_late = true;
-                    self.judge(now, p.key, &p.route, false);
-                }
-            }
-            pending.retain(|_, p| {
-                if p.deadline <= now {
-                    lost.push(std::mem::take(&mut p.route));
-                    false
-                } else {
-                    true
-                }
-            });
-        }
-        {
-            let mut h = lock(&self.health);
-            if h.relays.expire(self.ts(now)) {
-                h.log_change(now);
-            }
-        }
-        if lost.is_empty() {
-            return;
-        }
-        let mut s = lock(&self.stats);
-        for route in lost {
-            s.lost += 1;
-            for r in route {
-                let e = s.per_relay.entry(r).or_default();
-                e.0 += 1;
-                e.1 += 1;
-            }
+        let mut t = lock(&self.inner);
+        if t.expire(self.clock.at(now)) {
+            let suspects = t.suspects().clone();
+            drop(t);
+            self.log_change(&suspects);
         }
     }
 
     pub(crate) fn stats(&self) -> LoopStats {
-        lock(&self.stats).clone()
+        lock(&self.inner).stats().clone()
     }
 }
 
@@ -704,46 +537,5 @@ fn drive(
     })();
     if let Err(e) = result {
         *lock(&shared.error) = Some(e.to_string());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loop_tracker_counts_returns_and_losses_per_relay() {
-        let t = LoopTracker::new([9; 32]);
-        let mut rng = rand::rng();
-        let a = NodeId::from_bytes([1; 32]);
-        let b = NodeId::from_bytes([2; 32]);
-        let (id1, msg1) = t.message(&mut rng);
-        let (id2, _) = t.message(&mut rng);
-        t.sent(id1, vec![a, b], Duration::from_secs(5));
-        t.sent(id2, vec![a], Duration::ZERO);
-        assert!(t.returned(&msg1));
-        assert!(t.avoided().is_empty());
-        assert!(
-            t.returned(&msg1),
-            "a late copy is still ours, not the app's"
-        );
-        let mut forged = msg1;
-        forged[40] ^= 1;
-        assert!(!t.returned(&forged), "only the client can make its loops");
-        assert!(!t.returned(&[7; 40]), "other lengths are messages");
-        let other = LoopTracker::new([8; 32]);
-        assert!(
-            !other.returned(&msg1),
-            "another client's loop is a message to us"
-        );
-        // past LOOP_LATE: judged lost for route choice only
-        t.expire(Instant::now() + LOOP_LATE + Duration::from_millis(1));
-        assert_eq!(t.stats().lost, 0);
-        assert_eq!(lock(&t.health).relays.len(), 2, "one return, one late loop");
-        t.expire(Instant::now() + LOOP_DEADLINE + Duration::from_millis(1));
-        let s = t.stats();
-        assert_eq!((s.sent, s.returned, s.lost, s.stale), (2, 1, 1, 1));
-        assert_eq!(s.per_relay[&a], (2, 1));
-        assert_eq!(s.per_relay[&b], (1, 0));
     }
 }

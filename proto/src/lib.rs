@@ -10,6 +10,7 @@ pub mod frame;
 pub mod health;
 pub mod keyring;
 pub mod limit;
+pub mod loops;
 pub mod mailbox;
 pub mod mixloop;
 pub mod packet;
