@@ -37,6 +37,7 @@ use lethe_proto::socks::{
     parse_request,
 };
 use lethe_proto::stream::{Chunk, Receiver, Sender, SenderConfig, StreamId, max_data_len};
+use lethe_proto::supply::SurbSupply;
 use lethe_proto::surb::{SURB_SIZE, Surb, SurbId, SurbKey};
 use lethe_proto::{ClientAddress, Packet};
 use rand::Rng;
@@ -332,23 +333,18 @@ async fn connection(
         received_any: false,
         socks_reply_pending: true,
     };
-    let now = Instant::now();
+    let clock = lethe_net::clock::Clock::new();
     let client_changes = client.avoided_changes();
     let mut transport = ProxyTransport {
         client,
         exit: cfg.exit,
         stream: id,
         keys: keys.clone(),
-        held: 0,
-        max_target: cfg.surb_target as i64,
-        demand: Demand::new(now),
+        supply: SurbSupply::new(clock.now(), cfg.surb_target),
+        clock,
         ttl: cfg.surb_ttl,
         max_keys: cfg.max_keys,
-        stall: STALL,
-        next_stall: now + STALL,
         queued: Default::default(),
-        opened: None,
-        rtt: None,
         avoided_changes: client_changes,
     };
     let end = pipe.run(&mut transport, Some(tcp), rx).await;
@@ -359,105 +355,27 @@ async fn connection(
     }
 }
 
-/// With nothing from the exit for this long, assume its SURBs were lost and send more
-/// (doubling up to [`MAX_STALL`]).
-const STALL: Duration = Duration::from_secs(1);
-const MAX_STALL: Duration = Duration::from_secs(30);
 /// Most packets of one stream waiting for payload slots at once: two, so that the next is
 /// built while the previous waits and no slot passes for want of one.
 pub const QUEUED_PER_STREAM: usize = 2;
-/// SURBs the proxy keeps at the exit for a stream that receives nothing: enough for the
-/// exit's answer to `Open` and the first chunks of data.
-pub const MIN_SURBS: usize = 8;
-/// The reply demand is measured over this long: the SURB target is [`MIN_SURBS`] plus the
-/// chunks the exit sent in that time, times one and a half of the stream's round trips in
-/// units of this window if that is more than one (at most 4; and the target at most
-/// [`SocksConfig::surb_target`]).
-const DEMAND_WINDOW: Duration = Duration::from_secs(1);
+pub use lethe_proto::supply::MIN_SURBS;
 /// The longest a stream's packet may wait for a payload slot before the stream gives up.
 pub const SLOT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Chunks received from the exit in the recent past, in buckets of a tenth of
-/// [`DEMAND_WINDOW`].
-struct Demand {
-    buckets: [u32; 10],
-    /// Index of the bucket that ends last, and when it started.
-    head: usize,
-    head_start: Instant,
-}
-
-impl Demand {
-    fn new(now: Instant) -> Self {
-        Demand {
-            buckets: [0; 10],
-            head: 0,
-            head_start: now,
-        }
-    }
-
-    fn advance(&mut self, now: Instant) {
-        let width = DEMAND_WINDOW / 10;
-        let mut steps = 0;
-        while now.duration_since(self.head_start) >= width && steps < 10 {
-            self.head = (self.head + 1) % 10;
-            self.buckets[self.head] = 0;
-            self.head_start += width;
-            steps += 1;
-        }
-        if steps == 10 {
-            self.head_start = now;
-        }
-    }
-
-    fn add(&mut self, now: Instant) {
-        self.advance(now);
-        self.buckets[self.head] = self.buckets[self.head].saturating_add(1);
-    }
-
-    fn recent(&mut self, now: Instant) -> u32 {
-        self.advance(now);
-        self.buckets.iter().sum()
-    }
-}
 
 struct ProxyTransport {
     client: Arc<Client>,
     exit: ClientAddress,
     stream: StreamId,
     keys: Keys,
-    /// Estimate of the SURBs the exit holds for this stream.
-    held: i64,
-    /// Most SURBs to keep at the exit.
-    max_target: i64,
-    demand: Demand,
+    /// How many SURBs the exit holds and should hold for this stream (the policy).
+    supply: SurbSupply,
+    clock: lethe_net::clock::Clock,
     ttl: Duration,
     max_keys: usize,
-    stall: Duration,
-    next_stall: Instant,
     /// This stream's packets still waiting for a payload slot.
     queued: std::collections::VecDeque<tokio::sync::oneshot::Receiver<()>>,
-    /// When the first packet (the `Open`) left, and the round trip until the exit's first
-    /// chunk: the time a SURB takes to come back as a reply, at least.
-    opened: Option<Instant>,
-    rtt: Option<Duration>,
     /// [`Client::avoided_changes`] when last looked at.
     avoided_changes: u64,
-}
-
-impl ProxyTransport {
-    /// SURBs to keep at the exit now: a few, plus what the exit will use in one and a half
-    /// round trips at its recent rate (SURBs are counted as held from when they are made
-    /// until their reply comes back). The round trip is measured once, from the `Open` to
-    /// the exit's first chunk, which includes the exit's connection to the target: hence
-    /// the cap of 4 windows.
-    fn target(&mut self, now: Instant) -> i64 {
-        let per_window = f64::from(self.demand.recent(now));
-        let trips = self.rtt.map_or(1.0, |r| {
-            (1.5 * r.as_secs_f64() / DEMAND_WINDOW.as_secs_f64()).clamp(1.0, 4.0)
-        });
-        let want = MIN_SURBS as f64 + per_window * trips;
-        (want.min(self.max_target as f64)) as i64
-    }
 }
 
 impl Transport for ProxyTransport {
@@ -466,14 +384,8 @@ impl Transport for ProxyTransport {
     }
 
     fn on_chunk(&mut self, _chunk: &mut Chunk, now: Instant) {
-        if self.rtt.is_none() {
-            self.rtt = self.opened.map(|t| now.saturating_duration_since(t));
-        }
         // Every chunk from the exit came in one of our SURBs.
-        self.held -= 1;
-        self.demand.add(now);
-        self.stall = STALL;
-        self.next_stall = now + STALL;
+        self.supply.on_chunk(self.clock.at(now));
     }
 
     fn wants_extra(&mut self, now: Instant) -> bool {
@@ -484,30 +396,23 @@ impl Transport for ProxyTransport {
         if changes != self.avoided_changes {
             self.avoided_changes = changes;
             if !self.client.avoided_relays().is_empty() {
-                self.held = self.held.min(0);
+                self.supply.forget_held();
             }
         }
-        if now >= self.next_stall {
-            self.held = self.held.min(0);
-            self.stall = (self.stall * 2).min(MAX_STALL);
-            self.next_stall = now + self.stall;
-        }
-        self.held + 4 <= self.target(now) && lock(&self.keys).len() < self.max_keys
+        self.supply.wants_extra(self.clock.at(now)) && lock(&self.keys).len() < self.max_keys
     }
 
     fn next_extra(&self) -> Option<Instant> {
-        Some(self.next_stall)
+        Some(self.clock.instant(self.supply.next_extra()))
     }
 
     async fn transmit(&mut self, mut chunk: Chunk) -> Result<(), PipeError> {
         let room = MAX_MESSAGE_LEN.saturating_sub(chunk.encoded_len()) / SURB_SIZE;
-        let target = self.target(Instant::now());
-        let want = usize::try_from((target - self.held).max(0)).unwrap_or(0);
         let held_keys = lock(&self.keys).len();
         let n = if held_keys >= self.max_keys {
             0
         } else {
-            room.min(want)
+            self.supply.to_attach(self.clock.now(), room)
         };
         let client = self.client.clone();
         let exit = self.exit;
@@ -546,9 +451,9 @@ impl Transport for ProxyTransport {
         {
             let expires = Instant::now() + self.ttl;
             let mut k = lock(&self.keys);
+            self.supply.attached(new_keys.len());
             for key in new_keys {
                 k.insert(key.id(), (self.stream, key, expires));
-                self.held += 1;
             }
         }
         // While cover traffic runs, a stream keeps at most QUEUED_PER_STREAM packets waiting
@@ -563,7 +468,7 @@ impl Transport for ProxyTransport {
             }
         }
         let written = self.client.send_packet_tracked(&packet).await?;
-        self.opened.get_or_insert_with(Instant::now);
+        self.supply.opened(self.clock.now());
         self.queued.push_back(written);
         Ok(())
     }

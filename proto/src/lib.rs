@@ -38,4 +38,5 @@ pub use topology::{
 };
 pub mod socks;
 pub mod stream;
+pub mod supply;
 pub mod surb;
