@@ -53,6 +53,10 @@ use crate::{Client, ClientError};
 /// a margin, at the exit for each stream.
 pub const EXIT_WINDOW: usize = 96;
 
+/// How long the proxy keeps a SURB's key waiting for its reply, by default (the exit drops
+/// SURBs a minute younger than this unused).
+pub const DEFAULT_SURB_TTL: Duration = Duration::from_secs(300);
+
 /// Tuning of the proxy.
 #[derive(Clone, Debug)]
 pub struct SocksConfig {
@@ -86,7 +90,7 @@ impl SocksConfig {
             max_connections: 256,
             max_handshakes: 32,
             surb_target: EXIT_WINDOW + 16,
-            surb_ttl: Duration::from_secs(300),
+            surb_ttl: DEFAULT_SURB_TTL,
             max_keys: 200_000,
             handshake_timeout: Duration::from_secs(10),
         }

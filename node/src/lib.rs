@@ -3,7 +3,6 @@
 pub mod authority;
 pub mod config;
 pub mod error;
-pub mod exit;
 pub mod keys;
 pub mod metrics;
 pub mod relay;

@@ -170,7 +170,7 @@ fn main() -> anyhow::Result<()> {
                 RoleArg::Gateway => NodeRole::Gateway,
                 RoleArg::Authority => NodeRole::Authority,
                 RoleArg::Exit => {
-                    let client = lethe_client::ClientConfig {
+                    let client = lethe_exit::ClientConfig {
                         directory: directory.unwrap_or_default(),
                         mirrors: mirrors.clone(),
                         authority_keys,
@@ -178,7 +178,7 @@ fn main() -> anyhow::Result<()> {
                         gateway,
                         network: None,
                     };
-                    let mut exit = lethe_node::exit::ExitSection {
+                    let mut exit = lethe_exit::ExitSection {
                         bind: listen,
                         ..Default::default()
                     };
@@ -189,7 +189,7 @@ fn main() -> anyhow::Result<()> {
                         .enable_all()
                         .build()?;
                     let addr = rt
-                        .block_on(lethe_node::exit::init(&dir, client, exit))
+                        .block_on(lethe_exit::init(&dir, client, exit))
                         .with_context(|| format!("initialising {}", dir.display()))?;
                     println!("{addr}");
                     eprintln!(
@@ -252,8 +252,8 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Id { dir } | Cmd::Address { dir } if lethe_node::exit::is_exit(&dir) => {
-            println!("{}", lethe_node::exit::address(&dir)?);
+        Cmd::Id { dir } | Cmd::Address { dir } if lethe_exit::is_exit(&dir) => {
+            println!("{}", lethe_exit::address(&dir)?);
             Ok(())
         }
         Cmd::Address { dir } => anyhow::bail!("{} holds no exit service", dir.display()),
@@ -284,8 +284,8 @@ fn main() -> anyhow::Result<()> {
                     wait_for_signal().await;
                     let _ = tx.send(true);
                 });
-                if lethe_node::exit::is_exit(&dir) {
-                    lethe_node::exit::run(&dir, rx).await?;
+                if lethe_exit::is_exit(&dir) {
+                    lethe_exit::run(&dir, rx).await?;
                     return Ok(());
                 }
                 lethe_node::run(&dir, rx).await.map_err(anyhow::Error::from)

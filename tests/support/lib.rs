@@ -21,8 +21,11 @@ pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
     for (bin, sources) in [
-        ("lethe-node", ["proto/src", "net/src", "node/src"]),
-        ("lethe-client", ["proto/src", "net/src", "client/src"]),
+        (
+            "lethe-node",
+            &["proto/src", "net/src", "node/src", "client/src", "exit/src"][..],
+        ),
+        ("lethe-client", &["proto/src", "net/src", "client/src"][..]),
     ] {
         let built = std::fs::metadata(dir.join(bin))
             .and_then(|m| m.modified())
