@@ -241,7 +241,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 );
             }
             if !listen.ip().is_loopback() {
-                tracing::warn!(%listen, "SOCKS proxy open to other hosts (--allow-remote)");
+                tracing::warn!(listen = %lethe_net::Sensitive::new(listen), "SOCKS proxy open to other hosts (--allow-remote)");
             }
             let exit: ClientAddress = exit.parse().context("--exit")?;
             let client = std::sync::Arc::new(Client::connect(&net.dir, net.options()).await?);

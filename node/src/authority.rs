@@ -355,13 +355,12 @@ impl AuthorityState {
             .unwrap_or_default();
         let start = round * self.round_secs();
         let epoch_len = self.params.epoch_secs;
-        let epoch = start / epoch_len;
         let body = TopologyBody {
             network: self.params.network.clone(),
-            epoch,
+            epoch: start / epoch_len,
             // Deterministic (the round's start), and growing with every round.
             serial: start,
-            valid_until: (epoch + 2) * epoch_len,
+            valid_until: self.valid_until(round),
             epoch_secs: epoch_len,
             mean_delay_ms: self.params.mean_delay_ms,
             max_delay_ms: self.params.max_delay_ms,
@@ -419,18 +418,21 @@ impl AuthorityState {
         true
     }
 
+    /// The end of a round's document's validity: the end of the epoch after the round's.
+    fn valid_until(&self, round: u64) -> u64 {
+        let epoch_len = self.params.epoch_secs;
+        (round * self.round_secs() / epoch_len + 2) * epoch_len
+    }
+
     /// The document to serve: the newest with `threshold` signatures that is still valid.
     pub fn document(&self, now: u64) -> Result<Vec<u8>, AuthorityError> {
         let threshold = self.params.threshold;
         let doc = self
             .docs
-            .values()
+            .iter()
             .rev()
-            .find(|d| {
-                d.signatures.len() >= threshold
-                    && serde_json::from_str::<TopologyBody>(&d.body)
-                        .is_ok_and(|b| b.valid_until > now)
-            })
+            .find(|(round, d)| d.signatures.len() >= threshold && self.valid_until(**round) > now)
+            .map(|(_, d)| d)
             .ok_or(AuthorityError::NoDocument { threshold })?;
         to_json(doc)
     }
