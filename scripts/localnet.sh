@@ -29,6 +29,12 @@
 #   LETHE_COVER_MIX_LOOP_MS
 #                       mean ms between each mix's own loops (default 1000, the network
 #                       default; 0 turns them off)
+#   LETHE_COVER_DOWNSTREAM_MS, LETHE_COVER_DOWNSTREAM_MODE
+#                       mean ms between a gateway's downstream slots to each client, and
+#                       `burst` or `strict` (defaults 20 and burst, the network defaults; 0
+#                       turns downstream cover off)
+#   LETHE_COVER_EXIT_MS mean ms between the exit service's payload sends (default 2: four
+#                       times the payload stream above, as the network default is; 0 = off)
 #   LETHE_NODE_ARGS     extra arguments for every relay's and the exit's `lethe-node run` (tests use
 #                       --unsafe-logging to see everything a relay could log)
 #   LETHE_EXIT_ALLOW    the exit's allow-list rules, words (default "127.0.0.0/8:* [::1]:*")
@@ -45,6 +51,9 @@ COVER_PAYLOAD=${LETHE_COVER_PAYLOAD_MS:-5}
 COVER_LOOP=${LETHE_COVER_LOOP_MS:-200}
 COVER_DROP=${LETHE_COVER_DROP_MS:-200}
 COVER_MIX_LOOP=${LETHE_COVER_MIX_LOOP_MS:-1000}
+COVER_DOWNSTREAM=${LETHE_COVER_DOWNSTREAM_MS:-20}
+COVER_DOWNSTREAM_MODE=${LETHE_COVER_DOWNSTREAM_MODE:-burst}
+COVER_EXIT=${LETHE_COVER_EXIT_MS:-2}
 VOTE_SECS=${LETHE_VOTE_SECS:-2}
 AUTHS=(10 13 14)
 THRESHOLD=2
@@ -114,6 +123,9 @@ start() {
       --max-delay-ms "$MAX" --epoch-secs "$EPOCH" --cover-payload-mean-ms "$COVER_PAYLOAD" \
       --cover-loop-mean-ms "$COVER_LOOP" --cover-drop-mean-ms "$COVER_DROP" \
       --cover-mix-loop-mean-ms "$COVER_MIX_LOOP" --vote-interval-secs "$VOTE_SECS" \
+      --cover-downstream-mean-ms "$COVER_DOWNSTREAM" \
+      --cover-downstream-mode "$COVER_DOWNSTREAM_MODE" \
+      --cover-exit-payload-mean-ms "$COVER_EXIT" \
       2>/dev/null)") || die "init of authority-$((i + 1)) failed"
   done
   for i in "${!AUTHS[@]}"; do

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use lethe_client::Client;
 use lethe_net::TlsIdentity;
 use lethe_net::link::write_frame;
-use lethe_proto::packet::{MAX_MESSAGE_LEN, PACKET_SIZE, build_packet};
+use lethe_proto::packet::{PACKET_SIZE, build_packet};
+use lethe_proto::seal::MAX_SEALED_MESSAGE;
 use lethe_proto::{FrameKind, HopSpec, Key32, NodeId};
 use lethe_tests::{close_pair, network_and_pair};
 use rand::rngs::StdRng;
@@ -22,7 +23,7 @@ use tokio::task::JoinHandle;
 fn message(from: &str, i: usize) -> Vec<u8> {
     let mut rng = StdRng::seed_from_u64((i as u64) << 8 | from.len() as u64);
     let mut m = format!("{from}#{i:05}|").into_bytes();
-    let extra = (rng.next_u32() as usize) % (MAX_MESSAGE_LEN - m.len() + 1);
+    let extra = (rng.next_u32() as usize) % (MAX_SEALED_MESSAGE - m.len() + 1);
     let start = m.len();
     m.resize(start + extra, 0);
     rng.fill_bytes(&mut m[start..]);

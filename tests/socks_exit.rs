@@ -9,55 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lethe_tests::http::{random, serve};
 use lethe_tests::{LocalNet, curl_socks};
-use rand::Rng;
-
-/// A minimal HTTP/1.1 server on `ip`, serving fixed files; returns its port.
-fn serve(ip: &str, files: HashMap<String, Arc<Vec<u8>>>) -> u16 {
-    let listener = TcpListener::bind((ip, 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let files = Arc::new(files);
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut c) = conn else { continue };
-            let files = files.clone();
-            std::thread::spawn(move || {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&req);
-                let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
-                match files.get(&path) {
-                    Some(body) => {
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                            body.len()
-                        );
-                        let _ = c.write_all(head.as_bytes());
-                        let _ = c.write_all(body);
-                    }
-                    None => {
-                        let _ = c.write_all(
-                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        );
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-fn random(n: usize) -> Arc<Vec<u8>> {
-    let mut v = vec![0u8; n];
-    rand::rng().fill_bytes(&mut v);
-    Arc::new(v)
-}
 
 struct Fetched {
     ok: bool,
@@ -317,4 +270,66 @@ fn a_transfer_survives_a_mix_killed_for_good() {
             n.name
         );
     }
+}
+
+/// Sphinx keys rotate every 8 s here (the old epoch's keys live 2 s more): SURBs made
+/// before a rotation die with their keys. Downloads that cross several rotations must not
+/// stall: curl gives up on any 6 s stretch below 2 kB/s.
+#[test]
+fn downloads_cross_key_rotations_without_stalling() {
+    let net = LocalNet::start_with_env(
+        "127.86.0",
+        5,
+        &[
+            ("LETHE_EPOCH_SECS", "8"),
+            ("LETHE_COVER_PAYLOAD_MS", "5"),
+            ("LETHE_COVER_LOOP_MS", "200"),
+            ("LETHE_COVER_DROP_MS", "200"),
+            ("LETHE_EXIT_ALLOW", "127.86.0.0/16:*"),
+        ],
+    )
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let files: HashMap<String, Arc<Vec<u8>>> = [("/3m".to_string(), random(3_000_000))]
+        .into_iter()
+        .collect();
+    let port = serve("127.86.0.70", files.clone());
+    let url = format!("http://127.86.0.70:{port}/3m");
+    let start = Instant::now();
+    let mut rotations_crossed = 0;
+    for i in 0..4 {
+        let out = tmp.path().join(format!("r{i}"));
+        let (o, elapsed) = curl_socks(
+            &net.socks,
+            &[
+                &url,
+                "-o",
+                out.to_str().unwrap(),
+                "--speed-time",
+                "6",
+                "--speed-limit",
+                "2000",
+            ],
+            120,
+        );
+        assert!(
+            o.status.success(),
+            "download {i} stalled or failed after {elapsed:.1?}: {}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            logs(&net)
+        );
+        assert!(
+            std::fs::read(&out).unwrap() == *files["/3m"],
+            "download {i} differs"
+        );
+        eprintln!("download {i}: {}", rate(3_000_000, elapsed));
+        rotations_crossed = start.elapsed().as_secs() / 8;
+        if rotations_crossed >= 4 {
+            break;
+        }
+    }
+    assert!(
+        rotations_crossed >= 3,
+        "the downloads crossed {rotations_crossed} rotations"
+    );
 }

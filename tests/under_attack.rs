@@ -277,6 +277,9 @@ fn fake_descriptor(rng: &mut StdRng, address: &str, epoch: u64) -> SignedDescrip
         }],
         tls_cert: Key32(cert),
         published: lethe_net::unix_now(),
+        family: None,
+        family_proof: None,
+        country: None,
     };
     SignedDescriptor::sign(&d, &secret).unwrap()
 }

@@ -124,6 +124,14 @@ fn bar() -> ProgressBar {
     pb
 }
 
+/// A multi-threaded runtime with `workers` worker threads, timers and I/O.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let cmd_line = command_line();
@@ -136,48 +144,35 @@ fn main() -> anyhow::Result<()> {
             let pb = bar();
             let r = hop::run(packets.max(1), rounds.max(1), &pb)?;
             pb.finish_and_clear();
-            println!(
-                "{}",
-                table(
-                    &["path", "ns/hop", "vs floor"],
-                    &[
-                        vec![
-                            "ours (relay path, own backend)".into(),
-                            format!("{:.0}", r.ours_ns),
-                            format!("{:.2}x", r.ours_over_floor)
-                        ],
-                        vec![
-                            "sphinx-packet process".into(),
-                            format!("{:.0}", r.sphinx_packet_ns),
-                            format!("{:.2}x", r.sphinx_packet_over_floor)
-                        ],
-                        vec![
-                            "floor (2 aws-lc X25519 + symmetric)".into(),
-                            format!("{:.0}", r.floor_ns),
-                            "1.00x".into()
-                        ],
-                        vec![
-                            "one X25519 (x25519-dalek)".into(),
-                            format!("{:.0}", r.x25519_ns),
-                            String::new()
-                        ],
-                        vec![
-                            "one X25519 (aws-lc-rs, stored key)".into(),
-                            format!("{:.0}", r.x25519_aws_lc_ns),
-                            String::new()
-                        ],
-                    ]
-                )
-            );
-            println!(
-                "ours / sphinx-packet = {:.3} (target <= 0.6); median of paired 50-packet chunks: {:.3}",
-                r.ours_over_sphinx_packet, r.ours_over_sphinx_packet_paired
-            );
-            println!(
-                "building a 5-hop packet: ours {:.0} us, sphinx-packet {:.0} us ({:.2}x)",
-                r.create5_ours_us,
-                r.create5_sphinx_packet_us,
-                crate::stats::ratio(r.create5_ours_us, r.create5_sphinx_packet_us)
+            let hops = table(
+                &["path", "ns/hop", "vs floor"],
+                &[
+                    vec![
+                        "ours (relay path, own backend)".into(),
+                        format!("{:.0}", r.ours_ns),
+                        format!("{:.2}x", r.ours_over_floor),
+                    ],
+                    vec![
+                        "sphinx-packet process".into(),
+                        format!("{:.0}", r.sphinx_packet_ns),
+                        format!("{:.2}x", r.sphinx_packet_over_floor),
+                    ],
+                    vec![
+                        "floor (2 aws-lc X25519 + symmetric)".into(),
+                        format!("{:.0}", r.floor_ns),
+                        "1.00x".into(),
+                    ],
+                    vec![
+                        "one X25519 (x25519-dalek)".into(),
+                        format!("{:.0}", r.x25519_ns),
+                        String::new(),
+                    ],
+                    vec![
+                        "one X25519 (aws-lc-rs, stored key)".into(),
+                        format!("{:.0}", r.x25519_aws_lc_ns),
+                        String::new(),
+                    ],
+                ],
             );
             let rows: Vec<Vec<String>> = r
                 .threads
@@ -190,29 +185,30 @@ fn main() -> anyhow::Result<()> {
                     ]
                 })
                 .collect();
-            println!("\n{}", table(&["threads", "hops/s", "speedup"], &rows));
-            if let Some(p) = &out.plot {
-                let pts = r
-                    .threads
-                    .iter()
-                    .map(|t| (t.threads as f64, t.packets_per_sec))
-                    .collect();
-                std::fs::write(
-                    p,
-                    line_chart(
-                        "Forward hops per second against threads",
-                        "threads",
-                        "hops/s",
-                        &[Series {
-                            name: "ours".into(),
-                            points: pts,
-                        }],
-                    ),
-                )?;
-            }
-            if let Some(j) = &out.json {
-                write_json(j, &cmd_line, &r)?;
-            }
+            let text = format!(
+                "{hops}\nours / sphinx-packet = {:.3} (target <= 0.6); median of paired 50-packet chunks: {:.3}\n\
+                 building a 5-hop packet: ours {:.0} us, sphinx-packet {:.0} us ({:.2}x)\n\n{}",
+                r.ours_over_sphinx_packet,
+                r.ours_over_sphinx_packet_paired,
+                r.create5_ours_us,
+                r.create5_sphinx_packet_us,
+                crate::stats::ratio(r.create5_ours_us, r.create5_sphinx_packet_us),
+                table(&["threads", "hops/s", "speedup"], &rows)
+            );
+            let curve = Plot::Curve {
+                title: "Forward hops per second against threads".into(),
+                x: "threads".into(),
+                y: "hops/s".into(),
+                series: vec![Series {
+                    name: "ours".into(),
+                    points: r
+                        .threads
+                        .iter()
+                        .map(|t| (t.threads as f64, t.packets_per_sec))
+                        .collect(),
+                }],
+            };
+            render(&out, &cmd_line, &text, curve, &r)?;
         }
         Cmd::Node {
             rates,
@@ -221,10 +217,7 @@ fn main() -> anyhow::Result<()> {
             workers,
             out,
         } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()?;
+            let rt = runtime(1)?;
             let pb = bar();
             let r = rt.block_on(node::run(
                 node::NodeOpts {
@@ -242,8 +235,8 @@ fn main() -> anyhow::Result<()> {
                 row[0] = format!("{} (half sat.)", row[0]);
                 rows.push(row);
             }
-            println!(
-                "{}",
+            let text = format!(
+                "{}\nsaturation: {:.0} packets/s; relay peak RSS {:.1} MiB; sphinx-packet process: {:.1} us/packet in this run",
                 table(
                     &[
                         "offered/s",
@@ -257,34 +250,25 @@ fn main() -> anyhow::Result<()> {
                         "lost"
                     ],
                     &rows
-                )
+                ),
+                r.saturation_pps,
+                r.peak_rss_mib,
+                r.sphinx_process_us
             );
-            println!(
-                "saturation: {:.0} packets/s; relay peak RSS {:.1} MiB; sphinx-packet process: {:.1} us/packet in this run",
-                r.saturation_pps, r.peak_rss_mib, r.sphinx_process_us
-            );
-            if let Some(p) = &out.plot {
-                let lat = r
-                    .steps
-                    .iter()
-                    .map(|s| (s.offered_pps, s.added_latency.p99_us as f64))
-                    .collect();
-                std::fs::write(
-                    p,
-                    line_chart(
-                        "Added latency (p99) against offered load",
-                        "offered packets/s",
-                        "p99 added latency (us)",
-                        &[Series {
-                            name: "p99".into(),
-                            points: lat,
-                        }],
-                    ),
-                )?;
-            }
-            if let Some(j) = &out.json {
-                write_json(j, &cmd_line, &r)?;
-            }
+            let curve = Plot::Curve {
+                title: "Added latency (p99) against offered load".into(),
+                x: "offered packets/s".into(),
+                y: "p99 added latency (us)".into(),
+                series: vec![Series {
+                    name: "p99".into(),
+                    points: r
+                        .steps
+                        .iter()
+                        .map(|s| (s.offered_pps, s.added_latency.p99_us as f64))
+                        .collect(),
+                }],
+            };
+            render(&out, &cmd_line, &text, curve, &r)?;
         }
         Cmd::Net {
             clients,
@@ -296,10 +280,7 @@ fn main() -> anyhow::Result<()> {
             out,
         } => {
             anyhow::ensure!(clients >= 2, "--clients must be at least 2");
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
+            let rt = runtime(2)?;
             let pb = bar();
             let r = rt.block_on(net::run(
                 net::NetOpts {
@@ -313,82 +294,65 @@ fn main() -> anyhow::Result<()> {
                 &pb,
             ))?;
             pb.finish_and_clear();
-            println!(
-                "{}",
-                table(
-                    &[
-                        "clients",
-                        "sent",
-                        "delivered",
-                        "ratio",
-                        "msgs/s",
-                        "p50 ms",
-                        "p99 ms",
-                        "p99.9 ms",
-                        "cover share"
-                    ],
-                    &[vec![
-                        r.clients.to_string(),
-                        r.sent.to_string(),
-                        r.delivered.to_string(),
-                        format!("{:.4}", r.delivery_ratio),
-                        format!("{:.1}", r.throughput_msgs_per_sec),
-                        format!("{:.1}", r.latency.p50_us as f64 / 1000.0),
-                        format!("{:.1}", r.latency.p99_us as f64 / 1000.0),
-                        format!("{:.1}", r.latency.p999_us as f64 / 1000.0),
-                        format!("{:.2}", r.cover_share),
-                    ]]
-                )
+            let text = table(
+                &[
+                    "clients",
+                    "sent",
+                    "delivered",
+                    "ratio",
+                    "msgs/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "p99.9 ms",
+                    "cover share",
+                ],
+                &[vec![
+                    r.clients.to_string(),
+                    r.sent.to_string(),
+                    r.delivered.to_string(),
+                    format!("{:.4}", r.delivery_ratio),
+                    format!("{:.1}", r.throughput_msgs_per_sec),
+                    format!("{:.1}", r.latency.p50_us as f64 / 1000.0),
+                    format!("{:.1}", r.latency.p99_us as f64 / 1000.0),
+                    format!("{:.1}", r.latency.p999_us as f64 / 1000.0),
+                    format!("{:.2}", r.cover_share),
+                ]],
             );
-            if let Some(j) = &out.json {
-                write_json(j, &cmd_line, &r)?;
-            }
-            if out.plot.is_some() {
-                eprintln!("net: no plot (one operating point); use --json");
-            }
+            let no_curve = Plot::None("net: no plot (one operating point); use --json");
+            render(&out, &cmd_line, &text, no_curve, &r)?;
         }
         Cmd::Socks { args, out } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
+            let rt = runtime(2)?;
             let pb = bar();
             let r = rt.block_on(socks::run(&args, &pb))?;
             pb.finish_and_clear();
-            println!(
-                "{} MB file, {} single downloads (median) and {} at once (aggregate); MB = 10^6 bytes",
+            let text = format!(
+                "{} MB file, {} single downloads (median) and {} at once (aggregate); MB = 10^6 bytes\n{}",
                 r.size_bytes as f64 / 1e6,
                 r.repeats,
-                r.parallel
+                r.parallel,
+                table(&socks::HEADERS, &socks::rows(&r))
             );
-            println!("{}", table(&socks::HEADERS, &socks::rows(&r)));
-            if let Some(p) = &out.plot {
-                let series = |name: String, f: fn(&socks::DelayRun) -> f64| Series {
-                    name,
-                    points: r
-                        .runs
-                        .iter()
-                        .map(|d| (d.mean_delay_ms as f64, f(d)))
-                        .collect(),
-                };
-                std::fs::write(
-                    p,
-                    line_chart(
-                        "SOCKS download throughput against mean per-hop delay",
-                        "mean delay per hop (ms)",
-                        "MB/s",
-                        &[
-                            series("single (median)".into(), |d| d.single_mb_per_sec_median),
-                            series(format!("{} at once (aggregate)", r.parallel), |d| {
-                                d.parallel_aggregate_mb_per_sec
-                            }),
-                        ],
-                    ),
-                )?;
-            }
-            if let Some(j) = &out.json {
-                write_json(j, &cmd_line, &r)?;
-            }
+            let series = |name: String, f: fn(&socks::DelayRun) -> f64| Series {
+                name,
+                points: r
+                    .runs
+                    .iter()
+                    .map(|d| (d.mean_delay_ms as f64, f(d)))
+                    .collect(),
+            };
+            let curve = Plot::Curve {
+                title: "SOCKS download throughput against mean per-hop delay".into(),
+                x: "mean delay per hop (ms)".into(),
+                y: "MB/s".into(),
+                series: vec![
+                    series("single (median)".into(), |d| d.single_mb_per_sec_median),
+                    series(format!("{} at once (aggregate)", r.parallel), |d| {
+                        d.parallel_aggregate_mb_per_sec
+                    }),
+                ],
+            };
+            render(&out, &cmd_line, &text, curve, &r)?;
             let failed = r.failed();
             if failed > 0 {
                 for d in r
@@ -411,32 +375,66 @@ fn main() -> anyhow::Result<()> {
                 pb.set_position(i as u64);
             })?;
             pb.finish_and_clear();
-            println!("{}", table(&sim::HEADERS, &sim::rows(&points)));
-            if let Some(p) = &out.plot {
-                let pts = points
-                    .iter()
-                    .filter(|p| p.value.is_finite())
-                    .map(|p| (p.value, p.report.entropy_bits.mean))
-                    .collect();
-                let name = args.sweep.as_deref().unwrap_or("run");
-                let param = name.split('=').next().unwrap_or(name);
-                std::fs::write(
-                    p,
-                    line_chart(
-                        &format!("Sender entropy against {param}"),
-                        param,
-                        "mean entropy (bits)",
-                        &[Series {
-                            name: "H".into(),
-                            points: pts,
-                        }],
-                    ),
-                )?;
-            }
-            if let Some(j) = &out.json {
-                write_json(j, &cmd_line, &points)?;
-            }
+            let text = table(&sim::HEADERS, &sim::rows(&points));
+            let name = args.sweep.as_deref().unwrap_or("run");
+            let param = name.split('=').next().unwrap_or(name);
+            let curve = Plot::Curve {
+                title: format!("Sender entropy against {param}"),
+                x: param.into(),
+                y: "mean entropy (bits)".into(),
+                series: vec![Series {
+                    name: "H".into(),
+                    points: points
+                        .iter()
+                        .filter(|p| p.value.is_finite())
+                        .map(|p| (p.value, p.report.entropy_bits.mean))
+                        .collect(),
+                }],
+            };
+            render(&out, &cmd_line, &text, curve, &points)?;
         }
+    }
+    Ok(())
+}
+
+/// A report's main curve, or why it has none.
+enum Plot {
+    Curve {
+        title: String,
+        x: String,
+        y: String,
+        series: Vec<Series>,
+    },
+    None(&'static str),
+}
+
+/// What every command does with its report: print `text`, draw the curve to `--plot`
+/// (or say why there is none), write the figures to `--json`.
+fn render(
+    out: &Output,
+    cmd_line: &str,
+    text: &str,
+    plot: Plot,
+    report: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    println!("{text}");
+    let mut no_plot = None;
+    if let Some(p) = &out.plot {
+        match plot {
+            Plot::Curve {
+                title,
+                x,
+                y,
+                series,
+            } => std::fs::write(p, line_chart(&title, &x, &y, &series))?,
+            Plot::None(why) => no_plot = Some(why),
+        }
+    }
+    if let Some(j) = &out.json {
+        write_json(j, cmd_line, report)?;
+    }
+    if let Some(why) = no_plot {
+        eprintln!("{why}");
     }
     Ok(())
 }

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use lethe_client::{Client, ClientConfig, ConnectOptions};
+use lethe_net::clock::Clock;
+use lethe_net::localnet::Localnet;
+use lethe_proto::Timestamp;
 use lethe_proto::packet::sample_delay;
 use serde::Serialize;
 
@@ -86,7 +89,7 @@ pub fn start(
     dir: &Path,
     prefix: &str,
     env: &[(&str, String)],
-) -> anyhow::Result<(Net, serde_json::Value)> {
+) -> anyhow::Result<(Net, Localnet)> {
     let bin = crate::procs::node_binary()?;
     let bin_dir = bin.parent().context("bin dir")?;
     let out = Command::new("bash")
@@ -107,15 +110,15 @@ pub fn start(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let json = serde_json::from_slice(&std::fs::read(dir.join("localnet.json"))?)?;
-    Ok((net, json))
+    let info = Localnet::read(dir)?;
+    Ok((net, info))
 }
 
 /// Run the network benchmark.
 pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Result<NetReport> {
     let tmp = tempfile::tempdir()?;
     progress.set_message("starting the local network");
-    let (_net, json) = start(
+    let (_net, info) = start(
         &opts.repo,
         &tmp.path().join("net"),
         &opts.prefix,
@@ -127,37 +130,20 @@ pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Re
             ("LETHE_COVER_LOOP_MS", "0".to_string()),
             ("LETHE_COVER_DROP_MS", "0".to_string()),
             ("LETHE_COVER_MIX_LOOP_MS", "0".to_string()),
+            ("LETHE_COVER_DOWNSTREAM_MS", "0".to_string()),
+            ("LETHE_COVER_EXIT_MS", "0".to_string()),
         ],
     )?;
-    let gateways: Vec<String> = json["nodes"]
-        .as_array()
-        .context("nodes")?
-        .iter()
-        .filter(|n| n["role"] == "gateway")
-        .filter_map(|n| n["id"].as_str().map(String::from))
-        .collect();
+    let gateways: Vec<&str> = info.with_role("gateway").map(|n| n.id.as_str()).collect();
     let mut clients = Vec::new();
     for i in 0..opts.clients {
         let dir = tmp.path().join(format!("client-{i}"));
         let cfg = ClientConfig {
-            directory: json["directory"].as_str().unwrap_or_default().to_string(),
-            authority_keys: json["authority_keys"]
-                .as_array()
-                .context("authority_keys")?
-                .iter()
-                .filter_map(|k| k.as_str().map(String::from))
-                .collect(),
-            threshold: json["threshold"].as_u64().unwrap_or(1) as usize,
-            gateway: Some(gateways[i % gateways.len()].clone()),
-            mirrors: json["directories"]
-                .as_array()
-                .map(|d| {
-                    d.iter()
-                        .skip(1)
-                        .filter_map(|u| u.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            directory: info.directory.clone(),
+            authority_keys: info.authority_keys.clone(),
+            threshold: info.threshold,
+            gateway: Some(gateways[i % gateways.len()].to_string()),
+            mirrors: info.mirrors(),
             network: None,
         };
         lethe_client::init(&dir, cfg).await?;
@@ -169,8 +155,8 @@ pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Re
     let capacity = (opts.clients as f64 * opts.rate * opts.secs * 3.0) as usize + 1024;
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..capacity).map(|_| AtomicU64::new(0)).collect());
     let seq = Arc::new(AtomicU64::new(0));
-    let origin = Instant::now();
-    let deadline = origin + Duration::from_secs_f64(opts.secs);
+    let clock = Clock::new();
+    let deadline = clock.instant(Timestamp::ZERO + Duration::from_secs_f64(opts.secs));
     let drain = Duration::from_millis(opts.mean_delay_ms * 3 * 10 + 2000);
     progress.set_length(opts.secs.ceil() as u64);
     progress.set_message("sending");
@@ -195,7 +181,7 @@ pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Re
                     addrs[(i + 1 + (rand::Rng::next_u32(&mut rng) as usize) % (n - 1).max(1)) % n];
                 let mut msg = (s as u64).to_be_bytes().to_vec();
                 msg.resize(256, 0xab);
-                sent[s].store(origin.elapsed().as_nanos() as u64 + 1, Ordering::Relaxed);
+                sent[s].store(clock.now().as_nanos() + 1, Ordering::Relaxed);
                 if c2.send(&to, &msg).await.is_err() {
                     sent[s].store(0, Ordering::Relaxed);
                 }
@@ -223,7 +209,7 @@ pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Re
                     .map(|a| a.load(Ordering::Relaxed))
                     .unwrap_or(0);
                 if t > 0 {
-                    let now = origin.elapsed().as_nanos() as u64 + 1;
+                    let now = clock.now().as_nanos() + 1;
                     lat.record_us(now.saturating_sub(t) / 1000);
                     got += 1;
                 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use lethe_net::clock::Clock;
 use lethe_net::directory::DirectoryClient;
 use lethe_net::link::{ReadOutcome, push_frame, read_frame};
 use lethe_net::{TlsIdentity, files, tls};
@@ -114,6 +115,9 @@ fn stand_in(
         ],
         tls_cert: tls.cert_hash(),
         published: lethe_net::unix_now(),
+        family: None,
+        family_proof: None,
+        country: None,
     };
     let hop = HopSpec {
         id: d.id,
@@ -339,13 +343,13 @@ fn build(
     Ok((packets, index))
 }
 
-/// Accept the relay's link and stamp each packet's arrival (ns since `origin`).
+/// Accept the relay's link and stamp each packet's arrival (ns on `clock`).
 fn spawn_sink(
     ep: quinn::Endpoint,
     descriptor: Arc<Vec<u8>>,
     index: Arc<HashMap<[u8; 32], usize>>,
     arrivals: Arc<Vec<AtomicU64>>,
-    origin: Instant,
+    clock: Clock,
 ) {
     tokio::spawn(async move {
         while let Some(inc) = ep.accept().await {
@@ -369,7 +373,7 @@ fn spawn_sink(
                         while let Ok(ReadOutcome::Frame(FrameKind::Packet)) =
                             read_frame(&mut recv, &mut body).await
                         {
-                            let now = origin.elapsed().as_nanos() as u64;
+                            let now = clock.now().as_nanos();
                             if let Some(tag) = body.first_chunk::<32>()
                                 && let Some(&i) = index.get(tag)
                             {
@@ -391,7 +395,7 @@ async fn offer(
     pps: f64,
     secs: f64,
     sends: &[AtomicU64],
-    origin: Instant,
+    clock: Clock,
 ) -> anyhow::Result<(usize, usize, f64)> {
     let start_idx = *next;
     let t0 = Instant::now();
@@ -414,7 +418,7 @@ async fn offer(
         if end <= *next {
             bail!("ran out of pre-built packets");
         }
-        let now = origin.elapsed().as_nanos() as u64;
+        let now = clock.now().as_nanos();
         for i in *next..end {
             push_frame(&mut buf, FrameKind::Packet, &packets[i])?;
             sends[i].store(now.max(1), Ordering::Relaxed);
@@ -431,7 +435,7 @@ struct Load<'a> {
     packets: &'a [Vec<u8>],
     sends: &'a [AtomicU64],
     arrivals: &'a [AtomicU64],
-    origin: Instant,
+    clock: Clock,
     opts: &'a NodeOpts,
 }
 
@@ -441,11 +445,11 @@ async fn measure_step(
     next: &mut usize,
     pps: f64,
 ) -> anyhow::Result<Step> {
-    let (bed, packets, sends, arrivals, origin, opts) =
-        (l.bed, l.packets, l.sends, l.arrivals, l.origin, l.opts);
+    let (bed, packets, sends, arrivals, clock, opts) =
+        (l.bed, l.packets, l.sends, l.arrivals, l.clock, l.opts);
     let cpu0 = cpu_seconds(bed.relay.pid())?;
     let drops0 = metric(bed.relay_metrics, "lethe_packets_dropped_total").await;
-    let (from, to, secs) = offer(send, packets, next, pps, opts.step_secs, sends, origin).await?;
+    let (from, to, secs) = offer(send, packets, next, pps, opts.step_secs, sends, clock).await?;
     // Let the last packets through (delay plus a margin).
     tokio::time::sleep(Duration::from_millis(opts.delay_ms + 300)).await;
     let cpu = cpu_seconds(bed.relay.pid())? - cpu0;
@@ -510,13 +514,13 @@ pub async fn run(opts: NodeOpts, progress: &indicatif::ProgressBar) -> anyhow::R
     let sends: Vec<AtomicU64> = (0..packets.len()).map(|_| AtomicU64::new(0)).collect();
     let arrivals: Arc<Vec<AtomicU64>> =
         Arc::new((0..packets.len()).map(|_| AtomicU64::new(0)).collect());
-    let origin = Instant::now();
+    let clock = Clock::new();
     spawn_sink(
         bed.sink_endpoint.clone(),
         bed.sink_json.clone(),
         Arc::new(index),
         arrivals.clone(),
-        origin,
+        clock,
     );
 
     let ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
@@ -529,7 +533,7 @@ pub async fn run(opts: NodeOpts, progress: &indicatif::ProgressBar) -> anyhow::R
         packets: &packets,
         sends: &sends,
         arrivals: &arrivals,
-        origin,
+        clock,
         opts: &opts,
     };
     progress.set_length(opts.rates.len() as u64 + 1);
@@ -539,7 +543,7 @@ pub async fn run(opts: NodeOpts, progress: &indicatif::ProgressBar) -> anyhow::R
     // Warm up (links, allocations, caches) at the first rate, unmeasured.
     let warm = opts.step_secs.min(1.0);
     let first = opts.rates.first().copied().unwrap_or(100) as f64;
-    offer(&mut send, &packets, &mut next, first, warm, &sends, origin).await?;
+    offer(&mut send, &packets, &mut next, first, warm, &sends, clock).await?;
     tokio::time::sleep(Duration::from_millis(opts.delay_ms + 300)).await;
     for &r in &opts.rates {
         let step = measure_step(&load, &mut send, &mut next, r as f64).await?;

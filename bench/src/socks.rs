@@ -8,6 +8,7 @@
 //! and the CPU time the network's processes used.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +43,17 @@ pub struct SocksArgs {
     /// sends (localnet.sh's LETHE_COVER_PAYLOAD_MS, _LOOP_MS, _DROP_MS; 0 turns one off).
     #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [20u64, 200, 200])]
     pub cover_ms: Vec<u64>,
+    /// Downstream cover the directory publishes: mean ms between a gateway's slots to each
+    /// client (0 = off, as in the runs before issue 12).
+    #[arg(long, default_value_t = 0)]
+    pub downstream_ms: u64,
+    /// Downstream cover mode: real frames wait for slots (`strict`) or not (`burst`).
+    #[arg(long, default_value = "burst")]
+    pub downstream_mode: String,
+    /// The exit service's payload stream: mean ms between sends (0 = off: replies leave as
+    /// they are made, as in the runs before issue 12).
+    #[arg(long, default_value_t = 0)]
+    pub exit_ms: u64,
     /// Repository root (holds scripts/localnet.sh).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/.."))]
     pub repo: PathBuf,
@@ -56,10 +68,15 @@ pub struct CoverSettings {
     pub payload_mean_ms: u64,
     pub loop_mean_ms: u64,
     pub drop_mean_ms: u64,
+    /// Downstream cover: mean ms between slots (0: off) and its mode.
+    pub downstream_mean_ms: u64,
+    pub downstream_mode: String,
+    /// The exit's payload stream: mean ms between sends (0: off).
+    pub exit_payload_mean_ms: u64,
     /// Whether the SOCKS proxy sends on the cover schedule (then its real packets, requests
     /// and SURB top-ups, wait for payload slots, one per `payload_mean_ms` on average).
     pub proxy_sends_cover: bool,
-    /// Whether the exit service does (it does not: its replies leave as they are made).
+    /// Whether the exit service does (its replies then wait for its payload slots).
     pub exit_sends_cover: bool,
 }
 
@@ -308,7 +325,7 @@ fn cpu_of(pids: &[(u32, String)]) -> BTreeMap<String, f64> {
 }
 
 /// GET http://addr/metrics (bash-free: a raw HTTP/1.0 request), or "" on any failure.
-async fn scrape(addr: &str) -> String {
+async fn scrape(addr: SocketAddr) -> String {
     let get = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: m\r\n\r\n")
@@ -338,9 +355,9 @@ fn metric_sum(page: &str, name: &str) -> u64 {
 }
 
 /// (packets in, packets dropped) summed over the relays' metrics addresses.
-async fn relay_packets(metrics: &[String]) -> (u64, u64) {
+async fn relay_packets(metrics: &[SocketAddr]) -> (u64, u64) {
     let mut totals = (0, 0);
-    for m in metrics {
+    for &m in metrics {
         let page = scrape(m).await;
         totals.0 += metric_sum(&page, "lethe_packets_in_total");
         totals.1 += metric_sum(&page, "lethe_packets_dropped_total");
@@ -365,7 +382,7 @@ async fn one_delay(
         "delay {mean_delay_ms} ms: starting the local network"
     ));
     let [payload, lp, dr] = [0, 1, 2].map(|i| args.cover_ms.get(i).copied().unwrap_or(0));
-    let (net, json) = crate::net::start(
+    let (net, info) = crate::net::start(
         &args.repo,
         &tmp.path().join("net"),
         &args.prefix,
@@ -376,12 +393,12 @@ async fn one_delay(
             ("LETHE_COVER_DROP_MS", dr.to_string()),
             // Mixes' own loops off, as in the runs BENCHMARKS.md records.
             ("LETHE_COVER_MIX_LOOP_MS", "0".to_string()),
+            ("LETHE_COVER_DOWNSTREAM_MS", args.downstream_ms.to_string()),
+            ("LETHE_COVER_DOWNSTREAM_MODE", args.downstream_mode.clone()),
+            ("LETHE_COVER_EXIT_MS", args.exit_ms.to_string()),
         ],
     )?;
-    let proxy = json["socks"]
-        .as_str()
-        .context("localnet.json has no \"socks\" proxy")?
-        .to_string();
+    let proxy = info.socks;
     let file = files.get("/file").context("no file")?.clone();
     let warm = files.get("/warmup").context("no warm-up file")?.clone();
     let out = |name: &str| tmp.path().join(name);
@@ -397,12 +414,7 @@ async fn one_delay(
     .await;
 
     let pids = net.processes();
-    let metrics: Vec<String> = json["nodes"]
-        .as_array()
-        .context("localnet.json has no nodes")?
-        .iter()
-        .filter_map(|n| n["metrics"].as_str().map(String::from))
-        .collect();
+    let metrics: Vec<SocketAddr> = info.nodes.iter().filter_map(|n| n.metrics).collect();
     let packets_before = relay_packets(&metrics).await;
     let me = std::process::id();
     let cpu_before = cpu_of(&pids);
@@ -523,6 +535,10 @@ pub async fn run(
         args.cover_ms.len() == 3,
         "--cover-ms takes three values: payload,loop,drop"
     );
+    anyhow::ensure!(
+        matches!(args.downstream_mode.as_str(), "burst" | "strict"),
+        "--downstream-mode is burst or strict"
+    );
     let curl_version = curl_version()?;
     let size = (args.size_mb * 1e6).round() as usize;
     let random = |n: usize| {
@@ -564,10 +580,13 @@ pub async fn run(
             payload_mean_ms: args.cover_ms[0],
             loop_mean_ms: args.cover_ms[1],
             drop_mean_ms: args.cover_ms[2],
-            // `lethe-client socks` runs the cover driver (unless --no-cover); the exit service
-            // sends its replies as soon as they are built.
+            downstream_mean_ms: args.downstream_ms,
+            downstream_mode: args.downstream_mode.clone(),
+            exit_payload_mean_ms: args.exit_ms,
+            // `lethe-client socks` runs the cover driver (unless --no-cover); so does the exit
+            // service when the directory publishes an exit rate.
             proxy_sends_cover: args.cover_ms[0] > 0,
-            exit_sends_cover: false,
+            exit_sends_cover: args.exit_ms > 0,
         },
         runs,
     })

@@ -19,13 +19,18 @@
 //! names the mixes whose loops are lost while others' return, and the client's real
 //! packets, SURBs and drop cover then route around them ([`Client::avoided_relays`]);
 //! loops keep crossing every relay.
+//!
+//! Over 350 lines, on purpose: the schedule thread, the real-packet builder thread and the
+//! bounded queue between them share one lifecycle (start, stop, the queue's wake-ups), and
+//! the policies they run are already in `lethe-proto` (`ClientSchedule`, `LoopTracker`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use lethe_proto::packet::build_packet;
-use lethe_proto::{ClientId, ClientRates, ClientSchedule, ClientSend, NodeId, Packet};
+use lethe_proto::seal::{SEALED_LEN, seal};
+use lethe_proto::{ClientId, ClientRates, ClientSchedule, ClientSend, NodeId, Packet, Topology};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +55,10 @@ pub(crate) struct Queued {
 const SEND_TIMES_KEPT: usize = 1 << 18;
 
 use lethe_net::clock::lock;
+
+/// Where a cover driver reads the rates to follow in each new document, and the rates it
+/// runs at now.
+type Follow = (fn(&Topology) -> ClientRates, ClientRates);
 
 /// The loops a client has in flight ([`lethe_proto::loops::LoopTracker`], the policy), on
 /// this process's clock, shared by the cover driver and the receive path; changes of the
@@ -228,7 +237,6 @@ fn kind_name(k: ClientSend) -> &'static str {
 fn build_cover(client: &Client, is_loop: bool) -> Result<Built, ClientError> {
     let mut rng = rand::rng();
     let topology = client.topology();
-    let epoch = topology.epoch_at(lethe_net::unix_now());
     let me = client.address();
     let (exit, dest) = if is_loop {
         (me.gateway, me.client)
@@ -236,7 +244,7 @@ fn build_cover(client: &Client, is_loop: bool) -> Result<Built, ClientError> {
         let gws: Vec<NodeId> = topology.gateways().map(|g| g.id).collect();
         if gws.is_empty() {
             return Err(lethe_proto::Error::NoRoute {
-                what: "gateway".into(),
+                what: lethe_proto::error::Missing::Gateway,
             }
             .into());
         }
@@ -253,12 +261,17 @@ fn build_cover(client: &Client, is_loop: bool) -> Result<Built, ClientError> {
     } else {
         client.avoided_relays()
     };
-    let route = topology.choose_route_avoiding(&mut rng, &me.gateway, &exit, epoch, &avoid)?;
-    let delays = topology.route_delays(&mut rng, route.len());
+    let (route, delays) =
+        topology.plan_route(&mut rng, &me.gateway, &exit, lethe_net::unix_now(), &avoid)?;
+    // A loop is sealed to ourselves like any message to us, and a drop packet is as long:
+    // at a gateway, a message and a loop are alike in length and look (a drop's random
+    // bytes differ in their first byte, the version, but a drop is addressed to the
+    // discard id, which its gateway sees anyway).
     let (id, msg) = if is_loop {
-        client.loops.message(&mut rng)
+        let (id, msg) = client.loops.message(&mut rng);
+        (id, seal(&mut rng, &me.key, &me.client, &msg)?)
     } else {
-        let mut msg = [0u8; COVER_MESSAGE_LEN];
+        let mut msg = vec![0u8; SEALED_LEN];
         rng.fill_bytes(&mut msg);
         ([0; 32], msg)
     };
@@ -345,19 +358,27 @@ impl Client {
     /// [`Client::send`] queues real packets for payload slots instead of writing them at once.
     /// Fails if the network publishes no cover (all rates zero) or cover already runs.
     pub fn start_cover(self: &Arc<Self>) -> Result<Cover, ClientError> {
-        self.start_cover_inner(self.topology().client_rates(), true)
+        self.start_cover_inner(self.topology().client_rates(), Some(Topology::client_rates))
+    }
+
+    /// Start sending cover at the exit services' published rates
+    /// ([`Topology::exit_rates`]: a faster payload stream than clients', which every exit
+    /// shares), following them as the directory changes. Fails with
+    /// [`ClientError::NoCover`] when the directory publishes no exit rate.
+    pub fn start_exit_cover(self: &Arc<Self>) -> Result<Cover, ClientError> {
+        self.start_cover_inner(self.topology().exit_rates(), Some(Topology::exit_rates))
     }
 
     /// Like [`Client::start_cover`], with rates chosen by the caller (tests and benchmarks;
     /// a client that uses other rates than the network's stands out).
     pub fn start_cover_with(self: &Arc<Self>, rates: ClientRates) -> Result<Cover, ClientError> {
-        self.start_cover_inner(rates, false)
+        self.start_cover_inner(rates, None)
     }
 
     fn start_cover_inner(
         self: &Arc<Self>,
         rates: ClientRates,
-        follow: bool,
+        follow: Option<fn(&Topology) -> ClientRates>,
     ) -> Result<Cover, ClientError> {
         if rates.payload <= 0.0 && rates.loop_ <= 0.0 && rates.drop <= 0.0 {
             return Err(ClientError::NoCover);
@@ -388,7 +409,7 @@ impl Client {
         let task = std::thread::Builder::new()
             .name("cover".into())
             .spawn(move || {
-                let follow = follow.then_some(rates);
+                let follow = follow.map(|f| (f, rates));
                 drive(
                     handle,
                     weak,
@@ -423,7 +444,7 @@ const MAX_SLEEP: Duration = Duration::from_millis(50);
 fn drive(
     handle: tokio::runtime::Handle,
     client: Weak<Client>,
-    (mut schedule, mut follow): (ClientSchedule, Option<ClientRates>),
+    (mut schedule, mut follow): (ClientSchedule, Option<Follow>),
     (mut drops, mut loops): (mpsc::Receiver<Built>, Option<mpsc::Receiver<Built>>),
     mut real: mpsc::Receiver<Queued>,
     stop: Arc<AtomicBool>,
@@ -453,14 +474,17 @@ fn drive(
             };
             c.loops.expire(Instant::now());
             // Follow the rates the directory publishes, so as to stay like every client.
-            if let Some(current) = follow {
-                let published = c.topology().client_rates();
+            if let Some((published_rates, current)) = follow {
+                let published = published_rates(&c.topology());
+                // A document without a payload rate would leave real packets waiting
+                // forever: the old rates stay until a usable one comes.
                 if published != current
+                    && published.payload > 0.0
                     && let Ok(mut fresh) = ClientSchedule::new(published)
                 {
                     fresh.start(now(), &mut rng);
                     schedule = fresh;
-                    follow = Some(published);
+                    follow = Some((published_rates, published));
                 }
             }
             drop(c);

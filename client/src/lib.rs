@@ -10,20 +10,20 @@ use std::time::Duration;
 use lethe_net::directory::DirectoryClient;
 use lethe_net::link::{ReadOutcome, read_frame, write_frame};
 use lethe_net::{NetError, TlsIdentity, tls};
-use lethe_proto::packet::{MAX_MESSAGE_LEN, build_packet};
+use lethe_proto::packet::build_packet;
+use lethe_proto::seal::MAX_SEALED_MESSAGE;
 use lethe_proto::surb::SurbId;
-use lethe_proto::{ClientAddress, ClientId, FrameKind, Key32, NodeId, Packet, Topology};
+use lethe_proto::{ClientAddress, ClientId, FrameKind, NodeId, Packet, Topology};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc};
 
+mod config;
+pub mod keys;
+pub use config::{CONFIG_FILE, ClientConfig, NEWEST_FILE, address, init};
 pub mod cover;
 pub use cover::{Cover, LoopStats};
 pub mod pipe;
 pub mod socks;
-
-/// File name of the client's configuration inside its directory.
-pub const CONFIG_FILE: &str = "client.toml";
 
 /// Everything that can go wrong in the client.
 #[derive(Debug, thiserror::Error)]
@@ -50,138 +50,6 @@ pub enum ClientError {
     NoCover,
     #[error("cover traffic already runs for this client")]
     CoverRunning,
-}
-
-/// `client.toml`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientConfig {
-    /// Directory authority URL.
-    #[serde(default)]
-    pub directory: String,
-    /// The other authorities' URLs: documents are fetched from all of them, from a random
-    /// one on, so one authority down, slow or lying costs nothing.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mirrors: Vec<String>,
-    /// The network's name, recorded at `init` from the first document: a document of
-    /// another network is refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub network: Option<String>,
-    /// Hex Ed25519 keys of the authorities.
-    #[serde(default)]
-    pub authority_keys: Vec<String>,
-    /// Signatures a topology document needs (default 1).
-    #[serde(default = "one")]
-    pub threshold: usize,
-    /// The client's gateway (hex node id): its entry, and the exit of messages to it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<String>,
-}
-
-/// The newest document's (epoch, serial) a client accepted, kept in its directory: after a
-/// restart it still refuses anything older.
-pub const NEWEST_FILE: &str = "newest-document";
-
-fn one() -> usize {
-    1
-}
-
-fn config_err(path: &Path, reason: impl Into<String>) -> ClientError {
-    ClientError::Config {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
-}
-
-impl ClientConfig {
-    /// Read `client.toml` in `dir`.
-    pub fn load(dir: &Path) -> Result<Self, ClientError> {
-        let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| config_err(&path, e.to_string()))?;
-        toml::from_str(&text).map_err(|e| config_err(&path, e.to_string()))
-    }
-
-    /// Write `client.toml` in `dir`.
-    pub fn save(&self, dir: &Path) -> Result<(), ClientError> {
-        let path = dir.join(CONFIG_FILE);
-        let text = toml::to_string_pretty(self).map_err(|e| config_err(&path, e.to_string()))?;
-        std::fs::write(&path, text).map_err(|e| config_err(&path, e.to_string()))
-    }
-
-    fn directory_client(&self) -> Result<DirectoryClient, ClientError> {
-        if self.directory.is_empty() || self.authority_keys.is_empty() {
-            return Err(ClientError::NoDirectory);
-        }
-        let authorities = self
-            .authority_keys
-            .iter()
-            .map(|k| Key32::parse_hex(k, "authority key"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut d = DirectoryClient::single(self.directory.clone(), authorities, self.threshold);
-        d.mirrors = self.mirrors.clone();
-        d.network = self.network.clone();
-        Ok(d)
-    }
-
-    fn gateway(&self) -> Result<NodeId, ClientError> {
-        Ok(self
-            .gateway
-            .as_deref()
-            .ok_or(ClientError::NoGateway)?
-            .parse()?)
-    }
-}
-
-/// Create a client directory: TLS identity (its hash is the client's id) and `client.toml`.
-/// With a directory and no `gateway`, a gateway is chosen at random from the topology.
-pub async fn init(dir: &Path, mut cfg: ClientConfig) -> Result<ClientAddress, ClientError> {
-    let path = dir.join(CONFIG_FILE);
-    if path.exists() {
-        return Err(ClientError::AlreadyInitialised(path));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| config_err(dir, e.to_string()))?;
-    // The first document names the network: later ones must be of the same.
-    let first = match cfg.gateway {
-        None => Some(cfg.directory_client()?.fetch().await?),
-        Some(_) => match cfg.directory_client() {
-            Ok(d) => d.fetch().await.ok(),
-            Err(_) => None,
-        },
-    };
-    if cfg.network.is_none() {
-        cfg.network = first.as_ref().map(|t| t.body().network.clone());
-    }
-    if cfg.gateway.is_none()
-        && let Some(topology) = first
-    {
-        let gateways: Vec<NodeId> = topology.gateways().map(|g| g.id).collect();
-        if gateways.is_empty() {
-            return Err(lethe_proto::Error::NoRoute {
-                what: "gateway".into(),
-            }
-            .into());
-        }
-        let pick = gateways[(rand::rng().next_u64() % gateways.len() as u64) as usize];
-        cfg.gateway = Some(pick.to_string());
-    }
-    let gateway = cfg.gateway()?;
-    let id = TlsIdentity::generate()?;
-    id.save(dir)?;
-    cfg.save(dir)?;
-    Ok(ClientAddress {
-        client: ClientId(id.cert_hash()),
-        gateway,
-    })
-}
-
-/// The address others send to, from a client directory.
-pub fn address(dir: &Path) -> Result<ClientAddress, ClientError> {
-    let cfg = ClientConfig::load(dir)?;
-    let id = TlsIdentity::load(dir)?;
-    Ok(ClientAddress {
-        client: ClientId(id.cert_hash()),
-        gateway: cfg.gateway()?,
-    })
 }
 
 /// How to connect.
@@ -211,6 +79,8 @@ pub struct Client {
     conn: quinn::Connection,
     topology: Arc<std::sync::RwLock<Arc<Topology>>>,
     refresher: tokio::task::JoinHandle<()>,
+    /// Saves the filter of opened messages now and then (a crash loses a minute at most).
+    saver: tokio::task::JoinHandle<()>,
     directory: DirectoryClient,
     address: ClientAddress,
     /// Declared before `link`: the connection's handles go before its runtime does.
@@ -221,6 +91,9 @@ pub struct Client {
     /// Set while cover traffic runs: messages for the thread that builds real packets.
     real_jobs: std::sync::OnceLock<mpsc::Sender<cover::BuildJob>>,
     loops: Arc<cover::LoopTracker>,
+    /// The sealed messages opened so far, saved to [`SEEN_FILE`] at close.
+    seen: Arc<std::sync::Mutex<lethe_proto::ReplayFilter>>,
+    dir: PathBuf,
     replies: Mutex<mpsc::Receiver<Reply>>,
     receive_drops: Arc<ReceiveDrops>,
     link: LinkRuntime,
@@ -234,6 +107,13 @@ pub struct ReceiveDrops {
     pub messages: AtomicU64,
     /// SURB replies dropped.
     pub replies: AtomicU64,
+    /// Messages that did not open with our keys (not for us, tampered, or sealed to a key
+    /// two rotations old).
+    pub unsealed: AtomicU64,
+    /// Sealed messages opened before: a replay, dropped.
+    pub replayed: AtomicU64,
+    /// Downstream cover frames from the gateway, discarded as they should be (not a loss).
+    pub cover: AtomicU64,
 }
 
 /// A single-threaded runtime on a thread of its own that drives the QUIC link to the
@@ -278,6 +158,7 @@ pub struct Reply {
 impl Drop for Client {
     fn drop(&mut self) {
         self.refresher.abort();
+        self.saver.abort();
     }
 }
 
@@ -287,7 +168,15 @@ pub const TOPOLOGY_REFRESH: Duration = Duration::from_secs(30);
 /// Keep `slot` filled with the newest valid topology (older documents are ignored).
 async fn refresh_topology(dir: DirectoryClient, slot: Arc<std::sync::RwLock<Arc<Topology>>>) {
     loop {
-        tokio::time::sleep(TOPOLOGY_REFRESH).await;
+        // At least twice an epoch: each document lists the current and the next epoch's
+        // keys, so one fetched within an epoch builds packets across its end.
+        let epoch_secs = slot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .body()
+            .epoch_secs;
+        let half_epoch = Duration::from_secs(epoch_secs / 2).max(Duration::from_secs(1));
+        tokio::time::sleep(TOPOLOGY_REFRESH.min(half_epoch)).await;
         let Ok(t) = dir.fetch().await else { continue };
         let mut g = slot.write().unwrap_or_else(|p| p.into_inner());
         if t.replaces(&g) {
@@ -320,6 +209,9 @@ impl Client {
             .bind
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let client_id = ClientId(id.cert_hash());
+        let keys = Arc::new(keys::RecipientKeys::load_or_create(dir)?);
+        let recipient_key = keys.public()?;
+        let seen = Arc::new(std::sync::Mutex::new(seen_filter(Some(dir))?));
         let loops = Arc::new(cover::LoopTracker::new(
             id.derive_secret("lethe-client loop cover v1"),
         ));
@@ -342,21 +234,29 @@ impl Client {
         let receive_drops = Arc::new(ReceiveDrops::default());
         link.handle.spawn(receive_loop(
             conn.clone(),
+            Inbound {
+                me: client_id,
+                keys: keys.clone(),
+                seen: seen.clone(),
+                loops: loops.clone(),
+                drops: receive_drops.clone(),
+            },
             tx,
             reply_tx,
-            loops.clone(),
-            receive_drops.clone(),
         ));
         let topology = Arc::new(std::sync::RwLock::new(topology));
         let refresher = tokio::spawn(refresh_topology(directory.clone(), topology.clone()));
+        let saver = tokio::spawn(save_seen(dir.to_path_buf(), seen.clone()));
         Ok(Client {
             endpoint,
             conn,
             topology,
             refresher,
+            saver,
             directory,
             address: ClientAddress {
                 client: client_id,
+                key: recipient_key,
                 gateway,
             },
             link,
@@ -365,6 +265,8 @@ impl Client {
             cover_queue: std::sync::OnceLock::new(),
             real_jobs: std::sync::OnceLock::new(),
             loops,
+            seen,
+            dir: dir.to_path_buf(),
             receive_drops,
             replies: Mutex::new(reply_rx),
         })
@@ -411,8 +313,10 @@ impl Client {
         Ok(())
     }
 
-    /// Wrap `msg` for `to`: route entry gateway (ours), a mix of each layer, the recipient's
-    /// gateway; exponential delays at the mixes with the network's mean.
+    /// Seal `msg` to `to` ([`lethe_proto::seal`]: at most
+    /// [`lethe_proto::seal::MAX_SEALED_MESSAGE`] bytes) and wrap it: route entry gateway
+    /// (ours), a mix of each layer, the recipient's gateway; exponential delays at the mixes
+    /// with the network's mean.
     pub fn build(&self, to: &ClientAddress, msg: &[u8]) -> Result<Outgoing, ClientError> {
         build_outgoing(
             &self.topology(),
@@ -552,6 +456,10 @@ impl Client {
             }
         }
         self.conn.close(0u32.into(), b"bye");
+        let saved = lethe_net::clock::lock(&self.seen).to_bytes();
+        if let Err(e) = lethe_net::files::replace_secret(&self.dir.join(SEEN_FILE), &saved) {
+            tracing::warn!(error = %e, "could not save the filter of opened messages");
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }
@@ -564,16 +472,23 @@ pub(crate) fn build_outgoing(
     to: &ClientAddress,
     msg: &[u8],
 ) -> Result<Outgoing, ClientError> {
-    if msg.len() > MAX_MESSAGE_LEN {
+    if msg.len() > MAX_SEALED_MESSAGE {
         return Err(ClientError::TooLong {
             got: msg.len(),
-            max: MAX_MESSAGE_LEN,
+            max: MAX_SEALED_MESSAGE,
         });
     }
     let mut rng = rand::rng();
-    let epoch = topology.epoch_at(lethe_net::unix_now());
-    let route = topology.choose_route_avoiding(&mut rng, &gateway, &to.gateway, epoch, avoid)?;
-    let delays = topology.route_delays(&mut rng, route.len());
+    // Sealed to the recipient: no relay on the way, its gateway included, reads it.
+    let sealed = lethe_proto::seal::seal(&mut rng, &to.key, &to.client, msg)?;
+    let msg = &sealed[..];
+    let (route, delays) = topology.plan_route(
+        &mut rng,
+        &gateway,
+        &to.gateway,
+        lethe_net::unix_now(),
+        avoid,
+    )?;
     let packet = build_packet(&mut rng, &route, to.client, &delays, msg)?;
     Ok(Outgoing {
         packet,
@@ -581,29 +496,117 @@ pub(crate) fn build_outgoing(
     })
 }
 
-async fn receive_loop(
-    conn: quinn::Connection,
-    tx: mpsc::Sender<Vec<u8>>,
-    replies: mpsc::Sender<Reply>,
+/// Sealed messages remembered to recognise a replay: the last 200,000 to 400,000 (two
+/// generations), with this rate of false alarms (a fresh message taken for a replay), in
+/// about 2.7 MB.
+const SEEN_CAPACITY: u64 = 200_000;
+const SEEN_FP_RATE: f64 = 1e-9;
+
+/// The sealed messages opened so far, kept across restarts in this file of the client's
+/// directory (0600: the filter is keyed), saved at [`Client::close`].
+pub const SEEN_FILE: &str = "seen-messages.bin";
+
+/// How often the filter of opened messages is saved while the client runs (and it changed).
+const SEEN_SAVE_EVERY: Duration = Duration::from_secs(60);
+
+async fn save_seen(dir: PathBuf, seen: Arc<std::sync::Mutex<lethe_proto::ReplayFilter>>) {
+    let mut saved_at = 0u64;
+    loop {
+        tokio::time::sleep(SEEN_SAVE_EVERY).await;
+        let (n, bytes) = {
+            let f = lethe_net::clock::lock(&seen);
+            (
+                f.inserted(),
+                (f.inserted() != saved_at).then(|| f.to_bytes()),
+            )
+        };
+        if let Some(bytes) = bytes {
+            match lethe_net::files::replace_secret(&dir.join(SEEN_FILE), &bytes) {
+                Ok(()) => saved_at = n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not save the filter of opened messages")
+                }
+            }
+        }
+    }
+}
+
+/// The filter saved in `dir`, or a fresh one (none saved, or unreadable).
+fn seen_filter(dir: Option<&Path>) -> Result<lethe_proto::ReplayFilter, ClientError> {
+    if let Some(saved) = dir.and_then(|d| lethe_net::files::read_secret(&d.join(SEEN_FILE)).ok())
+        && let Ok(f) = lethe_proto::ReplayFilter::from_bytes(&saved, SEEN_CAPACITY, SEEN_FP_RATE)
+    {
+        return Ok(f);
+    }
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    Ok(lethe_proto::ReplayFilter::new(
+        key,
+        SEEN_CAPACITY,
+        SEEN_FP_RATE,
+    )?)
+}
+
+/// What the receive loop needs to take a message in.
+#[derive(Clone)]
+struct Inbound {
+    me: ClientId,
+    keys: Arc<keys::RecipientKeys>,
+    /// Sealed messages already opened (by their `enc`).
+    seen: Arc<std::sync::Mutex<lethe_proto::ReplayFilter>>,
     loops: Arc<cover::LoopTracker>,
     drops: Arc<ReceiveDrops>,
+}
+
+impl Inbound {
+    /// Open a delivered message: `None` when it does not open, was opened before, or is one
+    /// of our loops coming back.
+    fn take(&self, sealed: &[u8]) -> Option<Vec<u8>> {
+        let Ok(opened) = self.keys.open(&self.me, sealed) else {
+            self.drops.unsealed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        // Our own loops are the loop tracker's (it knows a loop that comes back twice); they
+        // would only use up the filter's memory of real messages.
+        if self.loops.returned(&opened.message) {
+            return None;
+        }
+        if lethe_net::clock::lock(&self.seen).check_and_insert(&opened.tag) {
+            self.drops.replayed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(opened.message)
+    }
+}
+
+async fn receive_loop(
+    conn: quinn::Connection,
+    inbound: Inbound,
+    tx: mpsc::Sender<Vec<u8>>,
+    replies: mpsc::Sender<Reply>,
 ) {
     while let Ok(mut recv) = conn.accept_uni().await {
         let tx = tx.clone();
         let replies = replies.clone();
-        let loops = loops.clone();
-        let drops = drops.clone();
+        let inbound = inbound.clone();
+        let drops = inbound.drops.clone();
         tokio::spawn(async move {
             let mut body = Vec::new();
             loop {
                 match read_frame(&mut recv, &mut body).await {
+                    Ok(ReadOutcome::Frame(FrameKind::Cover)) => {
+                        drops.cover.fetch_add(1, Ordering::Relaxed);
+                    }
                     Ok(ReadOutcome::Frame(FrameKind::Message)) => {
-                        if loops.returned(&body) {
+                        // Gateways pad messages to the size of every downstream frame;
+                        // a sealed message is SEALED_LEN bytes.
+                        let sealed = &body[..body.len().min(lethe_proto::seal::SEALED_LEN)];
+                        let Some(message) = inbound.take(sealed) else {
                             continue;
-                        }
+                        };
                         // Never wait here: one kind nobody reads (a flood of either, from
                         // anyone who knows our address) must not stall the other.
-                        match tx.try_send(std::mem::take(&mut body)) {
+                        match tx.try_send(message) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 drops.messages.fetch_add(1, Ordering::Relaxed);
@@ -635,5 +638,42 @@ async fn receive_loop(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_message_opens_once_and_a_replayed_copy_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("lethe-inbound-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_default();
+        let keys =
+            Arc::new(keys::RecipientKeys::load_or_create(&dir).unwrap_or_else(|e| panic!("{e}")));
+        let me = ClientId::from_bytes([5; 32]);
+        let inbound = Inbound {
+            me,
+            keys: keys.clone(),
+            seen: Arc::new(std::sync::Mutex::new(
+                seen_filter(None).unwrap_or_else(|e| panic!("{e}")),
+            )),
+            loops: Arc::new(cover::LoopTracker::new([1; 32])),
+            drops: Arc::new(ReceiveDrops::default()),
+        };
+        let pk = keys.public().unwrap_or_else(|e| panic!("{e}"));
+        let sealed =
+            lethe_proto::seal::seal(&mut rand::rng(), &pk, &me, b"once").unwrap_or_default();
+        assert_eq!(inbound.take(&sealed), Some(b"once".to_vec()));
+        assert_eq!(inbound.take(&sealed), None, "a replayed copy");
+        assert_eq!(inbound.drops.replayed.load(Ordering::Relaxed), 1);
+        // Not for us: counted, dropped.
+        let other = ClientId::from_bytes([6; 32]);
+        let theirs =
+            lethe_proto::seal::seal(&mut rand::rng(), &pk, &other, b"x").unwrap_or_default();
+        assert_eq!(inbound.take(&theirs), None);
+        assert_eq!(inbound.drops.unsealed.load(Ordering::Relaxed), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use lethe_client::{Client, ClientConfig, ConnectOptions};
 use lethe_proto::ClientAddress;
-use lethe_proto::packet::MAX_MESSAGE_LEN;
+use lethe_proto::seal::MAX_SEALED_MESSAGE;
 
 #[derive(Parser)]
 #[command(
@@ -68,8 +68,16 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         threshold: usize,
     },
-    /// Print the address others send to (CLIENT@GATEWAY).
+    /// Print the address others send to (CLIENT.KEY@GATEWAY: KEY is the key messages to
+    /// this client are sealed to).
     Address {
+        /// The client's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Make a new recipient key (and so a new address to hand out). The previous key is
+    /// kept to open messages already sealed to it; the next rotation deletes it.
+    RotateKey {
         /// The client's directory.
         #[arg(long)]
         dir: PathBuf,
@@ -109,7 +117,7 @@ enum Cmd {
         /// TCP address of the SOCKS5 server.
         #[arg(long, default_value = "127.0.0.1:1080")]
         listen: SocketAddr,
-        /// The exit service's address (CLIENT@GATEWAY, from `lethe-node address`).
+        /// The exit service's address (CLIENT.KEY@GATEWAY, from `lethe-node address`).
         #[arg(long)]
         exit: String,
         /// Send no cover traffic (by default the proxy sends the payload, loop and drop
@@ -165,14 +173,22 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             println!("{addr}");
         }
         Cmd::Address { dir } => println!("{}", lethe_client::address(&dir)?),
+        Cmd::RotateKey { dir } => {
+            lethe_client::keys::rotate(&dir)?;
+            println!("{}", lethe_client::address(&dir)?);
+            eprintln!(
+                "new address above; the previous key still opens what was sealed to it until \
+                 the next rotation"
+            );
+        }
         Cmd::Send { net, to } => {
             let to: ClientAddress = to.parse().context("--to")?;
             let mut msg = Vec::new();
             std::io::stdin()
-                .take(MAX_MESSAGE_LEN as u64 + 1)
+                .take(MAX_SEALED_MESSAGE as u64 + 1)
                 .read_to_end(&mut msg)?;
-            if msg.len() > MAX_MESSAGE_LEN {
-                bail!("message is longer than one packet's {MAX_MESSAGE_LEN} bytes");
+            if msg.len() > MAX_SEALED_MESSAGE {
+                bail!("message is longer than one packet's {MAX_SEALED_MESSAGE} bytes");
             }
             let client = Client::connect(&net.dir, net.options()).await?;
             let delay = client.send(&to, &msg).await?;

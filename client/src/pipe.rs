@@ -9,8 +9,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use lethe_proto::socks::{Reply, encode_reply};
-use lethe_proto::stream::{Chunk, Receiver, Sender, StreamEvent, StreamId, Verdict};
+use lethe_net::clock::Clock;
+use lethe_proto::stream::{Chunk, Connection, End, Receiver, Sender, StreamId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -46,52 +46,14 @@ pub trait Transport: Send {
     fn transmit(&mut self, chunk: Chunk) -> impl Future<Output = Result<(), PipeError>> + Send;
 }
 
-/// Tuning of one stream's driver.
-#[derive(Clone, Debug)]
-pub struct PipeConfig {
-    /// Most bytes read from TCP and not yet sent once.
-    pub max_buffered: usize,
-    /// A stream with nothing received from either side this long is dropped.
-    pub idle: Duration,
-    /// The longest an ack waits for a chunk to ride on.
-    pub ack_delay: Duration,
-    /// Send an ack at once after this many unacknowledged chunks.
-    pub ack_every: u32,
-    /// After both halves ended, keep answering retransmissions this long.
-    pub linger: Duration,
-    /// The local TCP peer took no byte of what waits for it for this long: the stream is
-    /// reset (a target or application that stops reading holds nothing for longer).
-    pub stall: Duration,
-}
+/// Tuning of one stream's driver: the sans-IO connection's.
+pub use lethe_proto::stream::ConnectionConfig as PipeConfig;
 
-impl Default for PipeConfig {
-    fn default() -> Self {
-        PipeConfig {
-            max_buffered: 256 * 1024,
-            idle: Duration::from_secs(300),
-            ack_delay: Duration::from_millis(20),
-            ack_every: 8,
-            linger: Duration::from_secs(3),
-            stall: Duration::from_secs(30),
-        }
-    }
-}
-
-/// How a stream ended.
+/// How a stream ended: as the connection says, or because the dispatcher went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PipeEnd {
-    /// Both halves finished and were acknowledged.
-    Closed,
-    /// The peer reset the stream with this code.
-    PeerReset(Reply),
-    /// We reset it (e.g. the TCP connection failed, or the exit refused).
-    Reset,
-    /// Our sending half failed: a chunk was never acknowledged.
-    Failed,
-    /// Nothing happened for [`PipeConfig::idle`].
-    Idle,
-    /// The local TCP peer stopped reading for [`PipeConfig::stall`].
-    Stalled,
+    /// The stream's own end ([`End`]: closed, reset either way, failed, idle, stalled).
+    Ended(End),
     /// The dispatcher went away (shutdown).
     Gone,
 }
@@ -116,67 +78,24 @@ pub struct Pipe {
 /// is given up rather than held.
 pub const TRANSMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// After the local peer stalled, how long the stream waits for its reset to reach the
-/// peer's end (it needs a way back, e.g. a SURB) before it ends anyway.
-const STALL_GRACE: Duration = Duration::from_secs(10);
-
 /// How long the last bytes (a SOCKS refusal, data before a reset) may take to reach the
 /// local TCP peer when the stream ends.
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
-/// Bytes for the local TCP peer that it has not taken yet, written as it reads: the driver
-/// never waits on a write, so a peer that stops reading cannot hold the stream's timers.
-#[derive(Default)]
-struct Outbox {
-    chunks: std::collections::VecDeque<Vec<u8>>,
-    /// Bytes of the front chunk already written.
-    offset: usize,
-    bytes: usize,
-    /// Shut the TCP connection's sending side once everything is written.
-    fin: bool,
-    /// Since when something waits without the peer having taken a byte.
-    waiting_since: Option<Instant>,
-}
-
-impl Outbox {
-    fn push(&mut self, data: Vec<u8>, now: Instant) {
-        if data.is_empty() {
-            return;
-        }
-        self.bytes += data.len();
-        self.chunks.push_back(data);
-        self.waiting_since.get_or_insert(now);
-    }
-
-    fn front(&self) -> Option<&[u8]> {
-        self.chunks.front().map(|c| &c[self.offset..])
-    }
-
-    fn wrote(&mut self, n: usize, now: Instant) {
-        self.bytes -= n;
-        self.offset += n;
-        if self.chunks.front().is_some_and(|c| self.offset >= c.len()) {
-            self.chunks.pop_front();
-            self.offset = 0;
-        }
-        self.waiting_since = (!self.chunks.is_empty()).then_some(now);
-    }
-
-    /// Write what is left, for at most [`FINAL_FLUSH`].
-    async fn flush(&mut self, w: &mut OwnedWriteHalf) {
-        let _ = tokio::time::timeout(FINAL_FLUSH, async {
-            while let Some(front) = self.front() {
-                match w.write(front).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => self.wrote(n, Instant::now()),
-                }
+/// Write what is left for the local peer, for at most [`FINAL_FLUSH`].
+async fn flush(conn: &mut Connection, clock: &Clock, w: &mut OwnedWriteHalf) {
+    let _ = tokio::time::timeout(FINAL_FLUSH, async {
+        while let Some(front) = conn.outbox().and_then(|o| o.front()) {
+            match w.write(front).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => conn.on_written(clock.now(), n),
             }
-            if self.fin {
-                let _ = w.shutdown().await;
-            }
-        })
-        .await;
-    }
+        }
+        if conn.outbox().is_some_and(|o| o.fin()) {
+            let _ = w.shutdown().await;
+        }
+    })
+    .await;
 }
 
 /// Send one chunk, for at most [`TRANSMIT_TIMEOUT`].
@@ -191,268 +110,151 @@ impl Pipe {
     /// Run the stream until it ends. `tcp` is the local connection (none when the exit
     /// refused before connecting); `inbox` brings the peer's chunks.
     pub async fn run<T: Transport>(
-        mut self,
+        self,
         transport: &mut T,
         tcp: Option<TcpStream>,
         inbox: mpsc::Receiver<Chunk>,
     ) -> PipeEnd {
         let started = Instant::now();
-        let end = self.drive(transport, tcp, inbox).await;
+        let clock = Clock::new();
+        let mut conn = Connection::new(
+            clock.now(),
+            self.id,
+            self.config,
+            self.sender,
+            self.receiver,
+            tcp.is_some(),
+            self.socks_reply_pending,
+        );
+        if self.received_any {
+            conn.set_received_any();
+        }
+        let end = drive(&mut conn, &clock, transport, tcp, inbox).await;
         tracing::debug!(
             ?end,
             secs = started.elapsed().as_secs_f64(),
-            srtt = ?self.sender.rtt().srtt(),
-            rto = ?self.sender.rtt().rto(),
+            srtt = ?conn.sender().rtt().srtt(),
+            rto = ?conn.sender().rtt().rto(),
             "stream ended"
         );
         end
     }
+}
 
-    async fn drive<T: Transport>(
-        &mut self,
-        transport: &mut T,
-        tcp: Option<TcpStream>,
-        mut inbox: mpsc::Receiver<Chunk>,
-    ) -> PipeEnd {
-        let clock = lethe_net::clock::Clock::new();
-        let (mut rd, mut wr): (Option<OwnedReadHalf>, Option<OwnedWriteHalf>) = match tcp {
-            Some(t) => {
-                let _ = t.set_nodelay(true);
-                let (r, w) = t.into_split();
-                (Some(r), Some(w))
+/// Pump bytes and time between the connection, the local TCP connection and the transport.
+async fn drive<T: Transport>(
+    conn: &mut Connection,
+    clock: &Clock,
+    transport: &mut T,
+    tcp: Option<TcpStream>,
+    mut inbox: mpsc::Receiver<Chunk>,
+) -> PipeEnd {
+    let (mut rd, mut wr): (Option<OwnedReadHalf>, Option<OwnedWriteHalf>) = match tcp {
+        Some(t) => {
+            let _ = t.set_nodelay(true);
+            let (r, w) = t.into_split();
+            (Some(r), Some(w))
+        }
+        None => (None, None),
+    };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        conn.handle_timeout(clock.now());
+        if conn.take_abort() {
+            // Close with an error (RST), not a clean end of stream.
+            if let Some(w) = wr.take() {
+                let _ = w.as_ref().set_zero_linger();
             }
-            None => (None, None),
-        };
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut outbox = Outbox::default();
-        let mut ack_pending = 0u32;
-        let mut ack_due: Option<Instant> = None;
-        let mut last_activity = Instant::now();
-        let mut done_at: Option<Instant> = None;
-        let mut peer_reset: Option<Reply> = None;
-        let mut we_reset = false;
-        let mut stalled = false;
-        let mut stalled_at: Option<Instant> = None;
-        loop {
-            // Send what the window, the transport and the peer's acks allow.
-            while transport.ready() {
-                let Some(mut c) = self.sender.poll_transmit(clock.now()) else {
-                    break;
-                };
-                if self.received_any {
-                    c.ack = Some(self.receiver.ack());
-                    ack_pending = 0;
-                    ack_due = None;
-                }
-                if transmit(transport, c).await.is_err() {
-                    return PipeEnd::Gone;
-                }
+            rd = None;
+        }
+        // Send what the window, the transport and the peer's acks allow.
+        while let Some(c) = conn.poll_transmit(clock.now(), transport.ready()) {
+            if let Err(e) = transmit(transport, c).await {
+                tracing::debug!(error = %e, "a chunk could not leave: stream given up");
+                return PipeEnd::Gone;
             }
-            let now = Instant::now();
-            let ack_now = ack_pending > 0
-                && (ack_pending >= self.config.ack_every || ack_due.is_some_and(|d| d <= now));
-            if (ack_now && transport.ready()) || (done_at.is_none() && transport.wants_extra(now)) {
-                // Before anything arrived the ack acknowledges nothing (cumulative 0), but an
-                // ack-only chunk must carry one.
-                let c = Chunk::ack_only(self.id, self.receiver.ack());
-                ack_pending = 0;
-                ack_due = None;
-                if transmit(transport, c).await.is_err() {
-                    return PipeEnd::Gone;
-                }
-                continue;
+        }
+        if conn.may_send_extra() && transport.wants_extra(Instant::now()) {
+            let c = conn.extra();
+            if let Err(e) = transmit(transport, c).await {
+                tracing::debug!(error = %e, "a chunk could not leave: stream given up");
+                return PipeEnd::Gone;
             }
-            if let Some(code) = peer_reset {
-                if let Some(w) = wr.as_mut() {
-                    outbox.flush(w).await;
-                }
-                return PipeEnd::PeerReset(code);
-            }
-            // The local peer took nothing for too long: give the stream up.
-            if !stalled
-                && outbox
-                    .waiting_since
-                    .is_some_and(|t| now.duration_since(t) >= self.config.stall)
+            continue;
+        }
+        if let Some(end) = conn.poll_end(clock.now()) {
+            if conn.take_abort()
+                && let Some(w) = wr.take()
             {
-                stalled = true;
-                stalled_at = Some(now);
-                outbox = Outbox::default();
-                if let Some(w) = wr.take() {
-                    let _ = w.as_ref().set_zero_linger();
-                }
-                rd = None;
-                if !we_reset && self.sender.reset(Reply::GeneralFailure).is_ok() {
-                    we_reset = true;
-                }
-                continue;
+                let _ = w.as_ref().set_zero_linger();
             }
-            match self.sender.verdict() {
-                Some(Verdict::Failed { .. }) => {
-                    if let Some(w) = &wr {
-                        // Close with an error (RST), not a clean end of stream.
-                        let _ = w.as_ref().set_zero_linger();
-                    }
-                    return if stalled {
-                        PipeEnd::Stalled
-                    } else {
-                        PipeEnd::Failed
-                    };
-                }
-                Some(Verdict::Delivered) if stalled => return PipeEnd::Stalled,
-                Some(Verdict::Delivered) if we_reset => return PipeEnd::Reset,
-                Some(Verdict::Delivered)
-                    if self.receiver.is_ended() && outbox.front().is_none() =>
-                {
-                    let d = *done_at.get_or_insert(now + self.config.linger);
-                    if now >= d {
-                        if let Some(w) = wr.as_mut() {
-                            outbox.flush(w).await;
-                        }
-                        return PipeEnd::Closed;
-                    }
-                }
-                _ => {}
-            }
-            if now.duration_since(last_activity) >= self.config.idle {
-                return PipeEnd::Idle;
-            }
-            // A stalled stream holds nothing for long, even with no way to say so.
-            if stalled_at.is_some_and(|t| now >= t + STALL_GRACE) {
-                return PipeEnd::Stalled;
-            }
-            // Wait for the next thing to do.
-            let mut wake = last_activity + self.config.idle;
-            if let Some(t) = self.sender.poll_timeout() {
-                wake = wake.min(clock.instant(t));
-            }
-            // An ack waits for a way back: without one (no SURB held) its due time would
-            // wake this loop at once, again and again.
-            let ack_wake = ack_due.filter(|_| transport.ready());
-            let stall_wake = outbox.waiting_since.map(|t| t + self.config.stall);
-            let grace_wake = stalled_at.map(|t| t + STALL_GRACE);
-            for t in [
-                ack_wake,
-                done_at,
-                transport.next_extra(),
-                stall_wake,
-                grace_wake,
-            ]
-            .into_iter()
-            .flatten()
+            if matches!(end, End::Closed | End::PeerReset(_))
+                && let Some(w) = wr.as_mut()
             {
-                wake = wake.min(t);
+                flush(conn, clock, w).await;
             }
-            let can_read = rd.is_some()
-                && !self.socks_reply_pending
-                && self.sender.buffered() < self.config.max_buffered
-                && self.sender.verdict().is_none()
-                && done_at.is_none();
-            let can_write = wr.is_some() && (outbox.front().is_some() || outbox.fin);
-            // Data the local peer has not taken yet is bounded too: past the bound, the
-            // peer's chunks are not taken (nor acknowledged), so its sender waits and
-            // retransmits later.
-            let full = outbox.bytes >= self.config.max_buffered;
-            tokio::select! {
-                c = inbox.recv() => {
-                    let Some(mut c) = c else { return PipeEnd::Gone };
-                    last_activity = Instant::now();
-                    transport.on_chunk(&mut c, last_activity);
-                    if let Some(a) = &c.ack {
-                        self.sender.on_ack(clock.now(), a);
+            return PipeEnd::Ended(end);
+        }
+        // Wait for the next thing to do.
+        let mut wake = clock.instant(conn.poll_timeout(transport.ready()));
+        // Only while an extra chunk may go (not while a finished stream lingers): a time
+        // already past would otherwise wake this loop again and again.
+        if conn.may_send_extra()
+            && let Some(t) = transport.next_extra()
+        {
+            wake = wake.min(t);
+        }
+        let can_read = rd.is_some() && conn.wants_read();
+        let can_write = wr.is_some() && conn.wants_write();
+        tokio::select! {
+            c = inbox.recv() => {
+                let Some(mut c) = c else { return PipeEnd::Gone };
+                let now = Instant::now();
+                transport.on_chunk(&mut c, now);
+                conn.on_chunk(clock.at(now), &c);
+            }
+            r = async {
+                match (wr.as_mut(), conn.outbox().and_then(|o| o.front())) {
+                    (Some(w), Some(front)) => w.write(front).await.map(Some),
+                    // Everything written: shut our sending side once.
+                    (Some(w), None) => {
+                        let _ = w.shutdown().await;
+                        Ok(None)
                     }
-                    if c.body.is_none() || full {
-                        continue;
-                    }
-                    self.received_any = true;
-                    let r = self.receiver.on_chunk(&c);
-                    ack_pending += 1;
-                    ack_due.get_or_insert(last_activity + self.config.ack_delay);
-                    for ev in r.events {
-                        match ev {
-                            StreamEvent::Opened(_) => {
-                                if self.socks_reply_pending {
-                                    self.socks_reply_pending = false;
-                                    outbox.push(encode_reply(Reply::Succeeded, None), last_activity);
-                                }
-                            }
-                            StreamEvent::Data(d) => {
-                                if wr.is_some() {
-                                    outbox.push(d, last_activity);
-                                }
-                            }
-                            StreamEvent::Finished => outbox.fin = true,
-                            StreamEvent::Reset(code) => {
-                                if self.socks_reply_pending {
-                                    self.socks_reply_pending = false;
-                                    outbox.push(encode_reply(code, None), last_activity);
-                                    outbox.fin = true;
-                                } else if let Some(w) = &wr {
-                                    outbox = Outbox::default();
-                                    let _ = w.as_ref().set_zero_linger();
-                                }
-                                // Ack it before leaving (next turn of the loop).
-                                ack_pending = self.config.ack_every;
-                                peer_reset = Some(code);
-                            }
-                        }
-                    }
+                    (None, _) => std::future::pending().await,
                 }
-                r = async {
-                    match (wr.as_mut(), outbox.front()) {
-                        (Some(w), Some(front)) => w.write(front).await.map(Some),
-                        // Everything written: shut our sending side once.
-                        (Some(w), None) => {
-                            let _ = w.shutdown().await;
-                            Ok(None)
-                        }
-                        (None, _) => std::future::pending().await,
+            }, if can_write => {
+                match r {
+                    Ok(Some(n)) if n > 0 => conn.on_written(clock.now(), n),
+                    Ok(None) => conn.on_shut(),
+                    Ok(Some(_)) | Err(_) => {
+                        // The local peer is gone: nothing more can reach it.
+                        conn.on_write_error();
+                        wr = None;
+                        rd = None;
                     }
-                }, if can_write => {
-                    let now = Instant::now();
-                    match r {
-                        Ok(Some(n)) if n > 0 => {
-                            last_activity = now;
-                            outbox.wrote(n, now);
-                        }
-                        Ok(None) => outbox.fin = false,
-                        Ok(Some(_)) | Err(_) => {
-                            // The local peer is gone: nothing more can reach it.
-                            outbox = Outbox::default();
-                            wr = None;
-                            if !we_reset && self.sender.reset(Reply::GeneralFailure).is_ok() {
-                                we_reset = true;
-                            }
-                            rd = None;
-                        }
-                    }
-                }
-                r = async {
-                    match rd.as_mut() {
-                        Some(r) => r.read(&mut buf).await,
-                        None => std::future::pending().await,
-                    }
-                }, if can_read => {
-                    last_activity = Instant::now();
-                    match r {
-                        Ok(0) => {
-                            rd = None;
-                            let _ = self.sender.finish();
-                        }
-                        Ok(n) => {
-                            let _ = self.sender.push(&buf[..n]);
-                        }
-                        Err(_) => {
-                            rd = None;
-                            if self.sender.reset(Reply::GeneralFailure).is_ok() {
-                                we_reset = true;
-                            }
-                        }
-                    }
-                }
-                _ = tokio::time::sleep_until(wake.into()) => {
-                    self.sender.handle_timeout(clock.now());
                 }
             }
+            r = async {
+                match rd.as_mut() {
+                    Some(r) => r.read(&mut buf).await,
+                    None => std::future::pending().await,
+                }
+            }, if can_read => {
+                let now = clock.now();
+                match r {
+                    Ok(0) => {
+                        rd = None;
+                        conn.on_read_end(now);
+                    }
+                    Ok(n) => conn.on_read(now, &buf[..n]),
+                    Err(_) => {
+                        rd = None;
+                        conn.on_read_error(now);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
     }
 }

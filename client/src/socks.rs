@@ -25,18 +25,22 @@
 //! loop cover found dead ([`Client::avoided_relays`]); the exit uses the newest SURBs first.
 //!
 //! SURB and packet creation run on the blocking pool, a chunk's SURBs in one batch.
+//!
+//! Over 350 lines, on purpose: the listener, the SOCKS handshake, the reply dispatcher and
+//! the proxy's transport (SURBs in, packets out) are the one proxy; the policies are in
+//! `lethe-proto` (`supply`, `stream::Connection`) and the stream driver in [`crate::pipe`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lethe_proto::packet::MAX_MESSAGE_LEN;
+use lethe_proto::seal::MAX_SEALED_MESSAGE;
 use lethe_proto::socks::{
     METHOD_NONE_ACCEPTABLE, Parsed, encode_method_selection, encode_reply, parse_greeting,
     parse_request,
 };
-use lethe_proto::stream::{Chunk, Receiver, Sender, SenderConfig, StreamId, max_data_len};
+use lethe_proto::stream::{Chunk, Receiver, Sender, SenderConfig, StreamId, max_sealed_data_len};
 use lethe_proto::supply::SurbSupply;
 use lethe_proto::surb::{SURB_SIZE, Surb, SurbId, SurbKey};
 use lethe_proto::{ClientAddress, Packet};
@@ -62,7 +66,7 @@ pub const DEFAULT_SURB_TTL: Duration = Duration::from_secs(300);
 pub struct SocksConfig {
     /// Where the SOCKS server listens.
     pub listen: SocketAddr,
-    /// The exit service's address (`CLIENT@GATEWAY`).
+    /// The exit service's address (`CLIENT.KEY@GATEWAY`).
     pub exit: ClientAddress,
     /// Most TCP connections served at once (streams and handshakes together).
     pub max_connections: usize,
@@ -315,7 +319,7 @@ async fn connection(
     let id: StreamId = rand::rng().next_u64();
     let sender_cfg = SenderConfig {
         window: 16,
-        max_data: max_data_len(2),
+        max_data: max_sealed_data_len(2),
         ..SenderConfig::default()
     };
     let Ok(mut sender) = Sender::new(id, sender_cfg) else {
@@ -354,7 +358,7 @@ async fn connection(
     let end = pipe.run(&mut transport, Some(tcp), rx).await;
     debug!(?end, "SOCKS stream ended");
     lock(&streams).remove(&id);
-    if end != PipeEnd::Closed {
+    if end != PipeEnd::Ended(lethe_proto::stream::End::Closed) {
         lock(&keys).retain(|_, (s, _, _)| *s != id);
     }
 }
@@ -365,6 +369,10 @@ pub const QUEUED_PER_STREAM: usize = 2;
 pub use lethe_proto::supply::MIN_SURBS;
 /// The longest a stream's packet may wait for a payload slot before the stream gives up.
 pub const SLOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A built packet, the keys of the SURBs it carries, and in how many seconds the first of
+/// those SURBs dies with its epoch's keys.
+type Made = (Packet, Vec<SurbKey>, Option<u64>);
 
 struct ProxyTransport {
     client: Arc<Client>,
@@ -411,7 +419,7 @@ impl Transport for ProxyTransport {
     }
 
     async fn transmit(&mut self, mut chunk: Chunk) -> Result<(), PipeError> {
-        let room = MAX_MESSAGE_LEN.saturating_sub(chunk.encoded_len()) / SURB_SIZE;
+        let room = MAX_SEALED_MESSAGE.saturating_sub(chunk.encoded_len()) / SURB_SIZE;
         let held_keys = lock(&self.keys).len();
         let n = if held_keys >= self.max_keys {
             0
@@ -420,42 +428,48 @@ impl Transport for ProxyTransport {
         };
         let client = self.client.clone();
         let exit = self.exit;
-        let made =
-            tokio::task::spawn_blocking(move || -> Result<(Packet, Vec<SurbKey>), ClientError> {
-                let mut rng = rand::rng();
-                let topology = client.topology();
-                let epoch = topology.epoch_at(lethe_net::unix_now());
-                let me = client.address();
-                let avoid = client.avoided_relays();
-                let mut keys = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let route = topology.choose_route_avoiding(
-                        &mut rng,
-                        &exit.gateway,
-                        &me.gateway,
-                        epoch,
-                        &avoid,
-                    )?;
-                    let delays = topology.route_delays(&mut rng, route.len());
-                    let (surb, key) = Surb::create(&mut rng, &route, me.client, &delays)?;
-                    chunk.surbs.push(surb.to_bytes());
-                    keys.push(key);
-                }
-                let msg = chunk.encode().map_err(|e| {
-                    ClientError::Proto(lethe_proto::Error::Malformed {
-                        what: "chunk",
-                        detail: e.to_string(),
-                    })
-                })?;
-                Ok((client.build(&exit, &msg)?.packet, keys))
-            })
-            .await
-            .map_err(|e| PipeError::Worker(e.to_string()))??;
-        let (packet, new_keys) = made;
+        let made = tokio::task::spawn_blocking(move || -> Result<Made, ClientError> {
+            let mut rng = rand::rng();
+            let topology = client.topology();
+            let me = client.address();
+            let avoid = client.avoided_relays();
+            let mut keys = Vec::with_capacity(n);
+            let now_unix = lethe_net::unix_now();
+            // When the first of these SURBs dies with its keys, in seconds from now.
+            let mut dies_in: Option<u64> = None;
+            for _ in 0..n {
+                let (route, delays, dies) = topology.plan_surb_route(
+                    &mut rng,
+                    &exit.gateway,
+                    &me.gateway,
+                    now_unix,
+                    &avoid,
+                )?;
+                // Whole seconds: one less, so as never to count a SURB as alive
+                // after its keys are gone.
+                let left = dies.saturating_sub(now_unix).saturating_sub(1);
+                dies_in = Some(dies_in.map_or(left, |d| d.min(left)));
+                let (surb, key) = Surb::create(&mut rng, &route, me.client, &delays)?;
+                chunk.surbs.push(surb.to_bytes());
+                keys.push(key);
+            }
+            let msg = chunk.encode().map_err(|e| {
+                ClientError::Proto(lethe_proto::Error::Malformed {
+                    what: "chunk",
+                    detail: e.into(),
+                })
+            })?;
+            Ok((client.build(&exit, &msg)?.packet, keys, dies_in))
+        })
+        .await
+        .map_err(|e| PipeError::Worker(e.to_string()))??;
+        let (packet, new_keys, dies_in) = made;
         {
             let expires = Instant::now() + self.ttl;
             let mut k = lock(&self.keys);
-            self.supply.attached(new_keys.len());
+            let now = self.clock.now();
+            let dies = dies_in.map(|s| now + Duration::from_secs(s));
+            self.supply.attached_until(new_keys.len(), dies);
             for key in new_keys {
                 k.insert(key.id(), (self.stream, key, expires));
             }

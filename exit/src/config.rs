@@ -125,7 +125,7 @@ pub(crate) fn restrict(dir: &Path) {
     }
 }
 
-/// The exit's address (`CLIENT@GATEWAY`).
+/// The exit's address (`CLIENT.KEY@GATEWAY`).
 pub fn address(dir: &Path) -> Result<ClientAddress, ExitError> {
     Ok(lethe_client::address(dir)?)
 }

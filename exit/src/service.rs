@@ -29,10 +29,7 @@ pub(crate) struct Ctx {
 }
 
 /// Run the exit in `dir` until `shutdown` turns true or the gateway connection closes.
-pub async fn run(
-    dir: &Path,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), ExitError> {
+pub async fn run(dir: &Path, mut shutdown: lethe_net::shutdown::Shutdown) -> Result<(), ExitError> {
     let file = ExitFile::load(dir)?;
     let allow = AllowList::parse(&file.exit.allow)?;
     let client = Client::connect(
@@ -52,6 +49,24 @@ pub async fn run(
         allow,
         streams: Mutex::new(HashMap::new()),
     });
+    // The exit's sending shows nothing of its streams: its replies wait for the slots of
+    // the payload stream every exit shares (the directory's exit rate), cover fills the rest.
+    let _cover = match ctx.client.start_exit_cover() {
+        Ok(c) => {
+            let r = ctx.client.topology().exit_rates();
+            info!(
+                payload_per_sec = r.payload,
+                loops_per_sec = r.loop_,
+                drops_per_sec = r.drop,
+                "exit cover running"
+            );
+            Some(c)
+        }
+        Err(e) => {
+            info!(error = %e, "no exit cover: replies leave as they are made");
+            None
+        }
+    };
     info!(rules = ctx.allow.0.len(), "exit service running");
     // Streams that ended recently: a late retransmission of their Open must not reopen them.
     let mut ended = RecentlyEnded::default();
@@ -68,7 +83,7 @@ pub async fn run(
                 ended.insert(id, Instant::now());
                 continue;
             }
-            _ = shutdown.changed() => break,
+            _ = shutdown.wait() => break,
         };
         let chunk = match Chunk::decode(&msg) {
             Ok(c) => c,

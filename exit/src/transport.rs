@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lethe_client::pipe::{PipeError, Transport};
+use lethe_client::socks::{QUEUED_PER_STREAM, SLOT_TIMEOUT};
 use lethe_proto::stream::Chunk;
 use lethe_proto::surb::Surb;
 
@@ -24,6 +25,10 @@ pub(crate) struct ExitTransport {
     ctx: Arc<Ctx>,
     /// When each SURB came, oldest first.
     pool: VecDeque<(Instant, Vec<u8>)>,
+    /// This stream's packets still waiting for the exit's payload slots (exit cover): at
+    /// most [`QUEUED_PER_STREAM`], as at the proxy, so the streams share the slots and a
+    /// retransmission never queues behind a long backlog of its own stream.
+    queued: VecDeque<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl ExitTransport {
@@ -31,6 +36,7 @@ impl ExitTransport {
         ExitTransport {
             ctx,
             pool: VecDeque::new(),
+            queued: VecDeque::new(),
         }
     }
 }
@@ -68,6 +74,16 @@ impl Transport for ExitTransport {
     }
 
     async fn transmit(&mut self, chunk: Chunk) -> Result<(), PipeError> {
+        // Wait for a slot to take one of ours before using a SURB: the one used is then the
+        // freshest there is when the packet leaves.
+        while self.queued.len() >= QUEUED_PER_STREAM {
+            if let Some(oldest) = self.queued.pop_front() {
+                match tokio::time::timeout(SLOT_TIMEOUT, oldest).await {
+                    Ok(r) => r.map_err(|_| lethe_client::ClientError::Closed)?,
+                    Err(_) => return Err(PipeError::SlotTimeout(SLOT_TIMEOUT)),
+                }
+            }
+        }
         let msg = chunk.encode()?;
         // Newest first: the client chose the latest SURBs' routes knowing most (a relay it
         // found dead is in none of them); older ones are used when the new are gone.
@@ -89,9 +105,12 @@ impl Transport for ExitTransport {
             let Ok((_, packet)) = surb.into_packet(&msg) else {
                 continue;
             };
-            if let Err(e) = self.ctx.client.send_packet(&packet).await {
-                lethe_net::warn_limited!(Duration::from_secs(10), error = %e, "cannot send to the gateway");
-                return Err(e.into());
+            match self.ctx.client.send_packet_tracked(&packet).await {
+                Ok(written) => self.queued.push_back(written),
+                Err(e) => {
+                    lethe_net::warn_limited!(Duration::from_secs(10), error = %e, "cannot send to the gateway");
+                    return Err(e.into());
+                }
             }
             return Ok(());
         }

@@ -63,6 +63,9 @@ fn descriptor(i: u8, role: Role, layer: Option<u8>) -> (NodeDescriptor, [u8; 32]
         ],
         tls_cert: Key32([0x60 + i; 32]),
         published: 900,
+        family: None,
+        family_proof: None,
+        country: None,
     };
     (d, secret)
 }
@@ -318,6 +321,7 @@ fn documents() -> Res {
     )?;
 
     let body = TopologyBody {
+        format: lethe_proto::topology::DIRECTORY_FORMAT,
         network: "fuzz".into(),
         epoch: 10,
         serial: 1,
@@ -330,8 +334,11 @@ fn documents() -> Res {
             loop_mean_ms: 500,
             drop_mean_ms: 500,
             mix_loop_mean_ms: 500,
+            ..Default::default()
         },
         nodes: nodes.clone(),
+        exits: Vec::new(),
+        route_rules: Default::default(),
     };
     let doc = SignedTopology::sign(&body, &AUTHORITY_SECRET)?;
     doc.verify(&authority_keys(), 1, NOW_UNIX)?;
@@ -357,6 +364,7 @@ fn documents() -> Res {
 fn addresses() -> Res {
     let a = ClientAddress {
         client: ClientId::from_bytes([0xab; 32]),
+        key: lethe_proto::RecipientKey::from_bytes([0xef; 32]),
         gateway: NodeId::from_bytes([0xcd; 32]),
     };
     write("address", "client-address", a.to_string().as_bytes())?;

@@ -1,5 +1,5 @@
 //! Addresses and keys written as hex (proto/src/address.rs): `ClientAddress::from_str`
-//! (`CLIENT@GATEWAY`, what a user or a peer hands over), `Key32::parse_hex`, `NodeId` and
+//! (`CLIENT.KEY@GATEWAY`, what a user or a peer hands over), `Key32::parse_hex`, `NodeId` and
 //! `ClientId` from `str`, and `Key32` from JSON (every key in a descriptor, document or vote).
 //! What parses must print back to a string that parses to the same value.
 #![no_main]

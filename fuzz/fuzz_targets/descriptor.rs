@@ -1,5 +1,5 @@
 //! Relay descriptors (proto/src/topology.rs), as an authority reads an upload
-//! (node/src/authority.rs) and as everyone reads the `nodes` of a document:
+//! (node/src/authority/routes.rs) and as everyone reads the `nodes` of a document:
 //! `serde_json::from_slice::<SignedDescriptor>` then `SignedDescriptor::verify`. So that the
 //! fuzzer also gets past the signature, the input is also taken as descriptor text and
 //! signed with the fixture relay's identity key (a seed descriptor names that key), then

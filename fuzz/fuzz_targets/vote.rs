@@ -1,5 +1,5 @@
 //! Authority votes (proto/src/consensus.rs), as an authority reads a peer's vote
-//! (node/src/authority.rs): `serde_json::from_slice::<SignedVote>` then
+//! (node/src/authority/gather.rs): `serde_json::from_slice::<SignedVote>` then
 //! `SignedVote::verify(&[peer])` with one fixed peer key. So that the fuzzer also gets past
 //! the vote signature, the input is also taken as the vote text, signed by that peer and
 //! verified: that reaches the `VoteBody` JSON and each descriptor's `verify`. A verified vote

@@ -169,6 +169,7 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let handler: http::Handler = Arc::new(move |_| {
             let body = TopologyBody {
+                format: lethe_proto::topology::DIRECTORY_FORMAT,
                 network: "net-a".into(),
                 epoch: 7,
                 serial: *serial.lock().unwrap(),
@@ -178,11 +179,13 @@ mod tests {
                 max_delay_ms: 100,
                 cover: CoverParams::default(),
                 nodes: Vec::new(),
+                exits: Vec::new(),
+                route_rules: Default::default(),
             };
             let doc = SignedTopology::sign(&body, &secret).unwrap();
             http::Response::ok("application/json", serde_json::to_vec(&doc).unwrap())
         });
-        let (tx, rx) = tokio::sync::watch::channel(false);
+        let (tx, rx) = crate::shutdown::channel();
         tokio::spawn(async move {
             http::serve(listener, handler, rx).await;
             drop(tx);

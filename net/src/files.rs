@@ -26,6 +26,17 @@ pub fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
     f.sync_all().map_err(file_err(path))
 }
 
+/// Write `bytes` to `path` with mode 0600, replacing what is there at once (a new file
+/// renamed over the old one: a crash leaves the old or the new, never half of either).
+pub fn replace_secret(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = std::path::PathBuf::from(tmp);
+    let _ = fs::remove_file(&tmp);
+    write_secret(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(file_err(path))
+}
+
 /// Read a secret file, refusing it if group or others may read or write it.
 pub fn read_secret(path: &Path) -> Result<Vec<u8>, NetError> {
     let meta = fs::metadata(path).map_err(file_err(path))?;

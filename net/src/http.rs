@@ -189,13 +189,12 @@ pub async fn request(
 mod tests {
     use super::*;
     use tokio::net::TcpListener;
-    use tokio::sync::watch;
 
     #[tokio::test]
     async fn serves_get_and_post_and_rejects_oversized_bodies() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (tx, rx) = watch::channel(false);
+        let (tx, rx) = crate::shutdown::channel();
         let handler: Handler = Arc::new(|r: Request| match (r.method.as_str(), r.path.as_str()) {
             ("GET", "/hello") => Response::ok("text/plain", "hi"),
             ("POST", "/echo") => Response::ok("application/octet-stream", r.body),
@@ -229,7 +228,7 @@ mod tests {
             413
         );
         assert!(request("GET", "https://example", None).await.is_err());
-        tx.send(true).unwrap();
+        tx.fire();
         server.await.unwrap();
     }
 }

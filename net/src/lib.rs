@@ -6,8 +6,10 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod link;
+pub mod localnet;
 pub mod logging;
 pub mod sensitive;
+pub mod shutdown;
 pub mod tls;
 
 pub use error::NetError;

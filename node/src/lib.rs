@@ -35,10 +35,7 @@ pub fn init(dir: &Path, cfg: &NodeConfig) -> Result<NodeKeys, NodeError> {
 }
 
 /// Run the node in `dir` until `shutdown` turns true.
-pub async fn run(
-    dir: &Path,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), NodeError> {
+pub async fn run(dir: &Path, shutdown: lethe_net::shutdown::Shutdown) -> Result<(), NodeError> {
     let cfg = NodeConfig::load(dir)?;
     let keys = NodeKeys::load(dir)?;
     match cfg.node.role {

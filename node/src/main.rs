@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use lethe_node::config::{
-    AuthoritySection, DirectorySection, GatewaySection, LimitsSection, MixingSection, NodeSection,
-    ReplaySection,
+    AuthoritySection, DirectorySection, DownstreamModeConfig, GatewaySection, LimitsSection,
+    MixingSection, NodeSection, ReplaySection,
 };
 use lethe_node::{NodeConfig, NodeKeys, NodeRole};
 
@@ -21,6 +21,12 @@ use lethe_node::{NodeConfig, NodeKeys, NodeRole};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DownstreamArg {
+    Burst,
+    Strict,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -110,6 +116,16 @@ enum Cmd {
         /// Authority: each mix's loop cover stream, mean ms between loops (0 = off).
         #[arg(long, default_value_t = 1000)]
         cover_mix_loop_mean_ms: u64,
+        /// Authority: downstream cover, mean ms between a gateway's slots to each client
+        /// (0 = off).
+        #[arg(long, default_value_t = 20)]
+        cover_downstream_mean_ms: u64,
+        /// Authority: downstream cover mode, `burst` or `strict`.
+        #[arg(long, value_enum, default_value_t = DownstreamArg::Burst)]
+        cover_downstream_mode: DownstreamArg,
+        /// Authority: exit services' payload stream, mean ms between sends (0 = off).
+        #[arg(long, default_value_t = 5)]
+        cover_exit_payload_mean_ms: u64,
     },
     /// Run the node until SIGTERM or Ctrl-C.
     Run {
@@ -122,13 +138,13 @@ enum Cmd {
         unsafe_logging: bool,
     },
     /// Print the node's identity key (for an authority: the key relays and clients trust;
-    /// for an exit: its address CLIENT@GATEWAY).
+    /// for an exit: its address CLIENT.KEY@GATEWAY).
     Id {
         /// The node's directory.
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Print an exit's address (CLIENT@GATEWAY), which SOCKS proxies use as --exit.
+    /// Print an exit's address (CLIENT.KEY@GATEWAY), which SOCKS proxies use as --exit.
     Address {
         /// The exit's directory.
         #[arg(long)]
@@ -162,6 +178,9 @@ fn main() -> anyhow::Result<()> {
             cover_loop_mean_ms,
             cover_drop_mean_ms,
             cover_mix_loop_mean_ms,
+            cover_downstream_mean_ms,
+            cover_downstream_mode,
+            cover_exit_payload_mean_ms,
             gateway,
             allow,
         } => {
@@ -234,6 +253,12 @@ fn main() -> anyhow::Result<()> {
                     cover_loop_mean_ms,
                     cover_drop_mean_ms,
                     cover_mix_loop_mean_ms,
+                    cover_downstream_mean_ms,
+                    cover_downstream_mode: match cover_downstream_mode {
+                        DownstreamArg::Burst => DownstreamModeConfig::Burst,
+                        DownstreamArg::Strict => DownstreamModeConfig::Strict,
+                    },
+                    cover_exit_payload_mean_ms,
                     threshold: if role == NodeRole::Authority {
                         threshold
                     } else {
@@ -279,10 +304,12 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             let shown = dir.display().to_string();
             rt.block_on(async move {
-                let (tx, rx) = tokio::sync::watch::channel(false);
+                let (trigger, rx) = lethe_net::shutdown::channel();
                 tokio::spawn(async move {
                     wait_for_signal().await;
-                    let _ = tx.send(true);
+                    trigger.fire();
+                    // Held until the process ends: a dropped trigger counts as fired.
+                    std::future::pending::<()>().await;
                 });
                 if lethe_exit::is_exit(&dir) {
                     lethe_exit::run(&dir, rx).await?;

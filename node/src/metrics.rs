@@ -135,6 +135,11 @@ pub struct Metrics {
     pub delivered: AtomicU64,
     /// Clients' drop cover packets discarded at their final hop (gateways).
     pub drop_cover: AtomicU64,
+    /// Downstream cover frames written to connected clients (gateways).
+    pub downstream_cover: AtomicU64,
+    /// Frames for a connected client that found its downstream queue full and went to
+    /// the mailbox instead (gateways; the session writer takes them from there).
+    pub downstream_overflow: AtomicU64,
     dropped: [AtomicU64; 20],
     /// Incoming connections refused: unknown relays at a mix, or over the admission limits.
     pub connections_refused: AtomicU64,
@@ -214,6 +219,16 @@ impl Metrics {
                 "lethe_drop_cover_total",
                 "Clients' drop cover packets discarded here (their final hop).",
                 c(&self.drop_cover),
+            ),
+            (
+                "lethe_downstream_cover_total",
+                "Downstream cover frames written to connected clients.",
+                c(&self.downstream_cover),
+            ),
+            (
+                "lethe_downstream_overflow_total",
+                "Frames for a connected client that found its queue full (kept in the mailbox).",
+                c(&self.downstream_overflow),
             ),
             (
                 "lethe_connections_refused_total",

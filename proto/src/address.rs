@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Error;
+use crate::error::Defect;
 
 /// 32 bytes, written as 64 lowercase hex digits in documents and configs.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -25,11 +26,14 @@ impl Key32 {
     pub fn parse_hex(s: &str, what: &'static str) -> Result<Self, Error> {
         let bytes = hex::decode(s.trim()).map_err(|e| Error::Malformed {
             what,
-            detail: e.to_string(),
+            detail: e.into(),
         })?;
         let arr: [u8; 32] = bytes.try_into().map_err(|v: Vec<u8>| Error::Malformed {
             what,
-            detail: format!("{} bytes, expected 32", v.len()),
+            detail: Defect::Length {
+                got: v.len(),
+                expected: 32,
+            },
         })?;
         Ok(Key32(arr))
     }
@@ -115,6 +119,13 @@ id_type!(
     "client id"
 );
 
+id_type!(
+    /// A recipient's public key for end-to-end encryption (X25519, see [`crate::seal`]):
+    /// part of its address.
+    RecipientKey,
+    "recipient key"
+);
+
 impl ClientId {
     /// The destination of drop cover packets: the exit gateway discards what is addressed to
     /// it (no client has this id: a client id is a hash of its certificate).
@@ -126,31 +137,42 @@ impl ClientId {
     }
 }
 
-/// Where to send a message: the recipient's id at its gateway. Written `CLIENT@GATEWAY`,
-/// both in hex.
+/// Where to send a message: the recipient's id, the key messages to it are sealed to, and
+/// its gateway. Written `CLIENT.KEY@GATEWAY`, all three in hex.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct ClientAddress {
     /// The recipient.
     pub client: ClientId,
+    /// Its key: only it can open what is sealed to it ([`crate::seal`]).
+    pub key: RecipientKey,
     /// The gateway that delivers to it (the exit of every route to it).
     pub gateway: NodeId,
 }
 
 impl fmt::Display for ClientAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.client, self.gateway)
+        write!(f, "{}.{}@{}", self.client, self.key, self.gateway)
     }
 }
 
 impl FromStr for ClientAddress {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let (client, gateway) = s.trim().split_once('@').ok_or_else(|| Error::Malformed {
+        let (who, gateway) = s.trim().split_once('@').ok_or(Error::Malformed {
             what: "client address",
-            detail: "expected CLIENT@GATEWAY".into(),
+            detail: Defect::Other("expected CLIENT.KEY@GATEWAY"),
+        })?;
+        // The form before end-to-end encryption had no key: nothing could be sealed to it.
+        let (client, key) = who.split_once('.').ok_or(Error::Malformed {
+            what: "client address",
+            detail: Defect::Other(
+                "this address has no encryption key (the old CLIENT@GATEWAY form); addresses \
+                 are now CLIENT.KEY@GATEWAY, as `lethe-client address` prints them",
+            ),
         })?;
         Ok(ClientAddress {
             client: client.parse()?,
+            key: key.parse()?,
             gateway: gateway.parse()?,
         })
     }
@@ -164,14 +186,23 @@ mod tests {
     fn address_round_trips_and_rejects_garbage() {
         let a = ClientAddress {
             client: ClientId::from_bytes([7; 32]),
+            key: RecipientKey::from_bytes([8; 32]),
             gateway: NodeId::from_bytes([9; 32]),
         };
         let s = a.to_string();
-        assert_eq!(s.len(), 64 + 1 + 64);
+        assert_eq!(s.len(), 64 + 1 + 64 + 1 + 64);
         assert_eq!(s.parse::<ClientAddress>().ok(), Some(a));
         assert!("abc".parse::<ClientAddress>().is_err());
-        assert!(format!("{}@zz", a.client).parse::<ClientAddress>().is_err());
-        assert!("00@00".parse::<ClientAddress>().is_err());
+        assert!(
+            format!("{}.{}@zz", a.client, a.key)
+                .parse::<ClientAddress>()
+                .is_err()
+        );
+        assert!("00.00@00".parse::<ClientAddress>().is_err());
+        // The old form (no key) is refused with a message naming the new one.
+        let old = format!("{}@{}", a.client, a.gateway);
+        let e = old.parse::<ClientAddress>().unwrap_err().to_string();
+        assert!(e.contains("CLIENT.KEY@GATEWAY"), "{e}");
     }
 
     #[test]

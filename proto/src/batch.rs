@@ -9,6 +9,7 @@ use std::time::Duration;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
+use crate::error::Constraint;
 use crate::{Error, Timestamp};
 
 /// The parameters of a batch-round mix.
@@ -29,11 +30,10 @@ impl BatchConfig {
         if self.capacity < self.min_packets.max(1) {
             return Err(Error::Invalid {
                 field: "batch.capacity",
-                reason: format!(
-                    "{} cannot hold a round of at least {} packets",
-                    self.capacity,
-                    self.min_packets.max(1)
-                ),
+                reason: Constraint::AtLeast {
+                    got: self.capacity as u64,
+                    min: self.min_packets.max(1) as u64,
+                },
             });
         }
         Ok(())

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use ed25519_dalek::{Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Refusal;
 use crate::topology::{NodeDescriptor, identity_public_key};
 use crate::{Error, Key32, NodeId, SignedDescriptor};
 
@@ -57,7 +58,7 @@ impl SignedVote {
     pub fn sign(body: &VoteBody, secret: &[u8; 32]) -> Result<Self, Error> {
         let vote = serde_json::to_string(body).map_err(|e| Error::Malformed {
             what: "vote",
-            detail: e.to_string(),
+            detail: e.into(),
         })?;
         let sig = SigningKey::from_bytes(secret).sign(&signing_input(&vote));
         Ok(SignedVote {
@@ -72,9 +73,9 @@ impl SignedVote {
     /// one relay is refused whole.
     pub fn verify(&self, authorities: &[Key32]) -> Result<(VoteBody, Vec<NodeDescriptor>), Error> {
         if !authorities.contains(&self.authority) {
-            return Err(Error::Invalid {
-                field: "vote",
-                reason: "signed by an authority not configured as a peer".into(),
+            return Err(Error::Refused {
+                what: "vote",
+                reason: Refusal::NotAPeer,
             });
         }
         crate::topology::verify_signature(
@@ -85,16 +86,16 @@ impl SignedVote {
         )?;
         let body: VoteBody = serde_json::from_str(&self.vote).map_err(|e| Error::Malformed {
             what: "vote",
-            detail: e.to_string(),
+            detail: e.into(),
         })?;
         let mut seen = std::collections::HashSet::new();
         let mut parsed = Vec::with_capacity(body.descriptors.len());
         for d in &body.descriptors {
             let p = d.verify()?;
             if !seen.insert(p.id) {
-                return Err(Error::Invalid {
-                    field: "vote",
-                    reason: "two descriptors of one relay".into(),
+                return Err(Error::Refused {
+                    what: "vote",
+                    reason: Refusal::TwoDescriptors,
                 });
             }
             parsed.push(p);
@@ -159,6 +160,9 @@ mod tests {
             }],
             tls_cert: Key32([cert; 32]),
             published,
+            family: None,
+            family_proof: None,
+            country: None,
         };
         let s = SignedDescriptor::sign(&d, &secret).unwrap();
         (d, s)

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::error::Constraint;
 use crate::packet::sample_delay;
 use crate::{Error, Timestamp};
 
@@ -39,7 +40,7 @@ impl PoissonStream {
         if !rate_per_sec.is_finite() || rate_per_sec < 0.0 {
             return Err(Error::Invalid {
                 field: "cover rate",
-                reason: format!("{rate_per_sec} is not a finite rate >= 0"),
+                reason: Constraint::NotARate(rate_per_sec),
             });
         }
         let mean_gap = if rate_per_sec > 0.0 {
@@ -63,6 +64,11 @@ impl PoissonStream {
     pub fn start<R: Rng + ?Sized>(&mut self, now: Timestamp, rng: &mut R) -> Option<Timestamp> {
         self.next = self.mean_gap.map(|g| now + sample_delay(rng, g, MAX_GAP));
         self.next
+    }
+
+    /// Start (or restart) the stream with its first send at `at` (e.g. at once).
+    pub fn start_at(&mut self, at: Timestamp) {
+        self.next = self.mean_gap.map(|_| at);
     }
 
     /// When the next send is due (`None` when idle or rate 0).

@@ -12,7 +12,7 @@
 //! garbage there is no way to find the next frame boundary.
 
 use crate::Error;
-use crate::packet::{MAX_MESSAGE_LEN, PACKET_SIZE, PAYLOAD_SIZE};
+use crate::packet::{PACKET_SIZE, PAYLOAD_SIZE};
 
 /// The only frame version this code speaks.
 pub const FRAME_VERSION: u8 = 1;
@@ -38,6 +38,9 @@ pub enum FrameKind {
     /// The answer to [`FrameKind::Describe`]: the relay's current signed descriptor (JSON of
     /// a `SignedDescriptor`), which proves the identity behind the pinned certificate.
     Descriptor = 6,
+    /// Downstream cover, gateway to client ([`crate::downstream`]):
+    /// [`DELIVERY_BODY_LEN`] bytes the client discards.
+    Cover = 7,
 }
 
 /// Largest body of a [`FrameKind::Descriptor`] frame.
@@ -45,6 +48,12 @@ pub const MAX_DESCRIPTOR_FRAME: usize = 8 * 1024;
 
 /// Body length of a [`FrameKind::Reply`] frame.
 pub const REPLY_BODY_LEN: usize = 16 + PAYLOAD_SIZE;
+
+/// Body length of every frame a gateway writes to a client: a [`FrameKind::Message`] is
+/// padded with zeros to it (sealed messages are all [`crate::seal::SEALED_LEN`] bytes, so
+/// the client knows where the message ends), a [`FrameKind::Reply`] has it, and a
+/// [`FrameKind::Cover`] frame too, so that on the wire they differ in nothing.
+pub const DELIVERY_BODY_LEN: usize = REPLY_BODY_LEN;
 
 impl FrameKind {
     fn from_u8(b: u8) -> Result<Self, Error> {
@@ -55,6 +64,7 @@ impl FrameKind {
             4 => Ok(FrameKind::Reply),
             5 => Ok(FrameKind::Describe),
             6 => Ok(FrameKind::Descriptor),
+            7 => Ok(FrameKind::Cover),
             got => Err(Error::FrameKind { got }),
         }
     }
@@ -63,11 +73,12 @@ impl FrameKind {
     pub fn length_bounds(self) -> (usize, usize) {
         match self {
             FrameKind::Packet => (PACKET_SIZE, PACKET_SIZE),
-            FrameKind::Message => (0, MAX_MESSAGE_LEN),
+            FrameKind::Message => (0, DELIVERY_BODY_LEN),
             FrameKind::Subscribe => (0, 0),
             FrameKind::Reply => (REPLY_BODY_LEN, REPLY_BODY_LEN),
             FrameKind::Describe => (0, 0),
             FrameKind::Descriptor => (1, MAX_DESCRIPTOR_FRAME),
+            FrameKind::Cover => (DELIVERY_BODY_LEN, DELIVERY_BODY_LEN),
         }
     }
 }
@@ -222,10 +233,13 @@ mod tests {
             Err(Error::FrameLength { .. })
         ));
         assert!(Frame::encode(FrameKind::Packet, b"short", &mut Vec::new()).is_err());
+        // Every frame a client receives has one size: cover too.
+        assert!(Frame::encode(FrameKind::Cover, &[0; 10], &mut Vec::new()).is_err());
+        assert!(Frame::encode(FrameKind::Cover, &[0; DELIVERY_BODY_LEN], &mut Vec::new()).is_ok());
         assert!(
             Frame::encode(
                 FrameKind::Message,
-                &vec![0; MAX_MESSAGE_LEN + 1],
+                &vec![0; DELIVERY_BODY_LEN + 1],
                 &mut Vec::new()
             )
             .is_err()

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use rand::{CryptoRng, Rng};
 
+use crate::error::Missing;
 use crate::packet::{HopSpec, Packet, build_packet, sample_delay};
 use crate::topology::{MIX_LAYERS, NodeDescriptor, Role, Topology};
 use crate::{ClientId, Error, NodeId};
@@ -41,7 +42,7 @@ fn pick<'a, R: Rng + ?Sized>(
     rng: &mut R,
     t: &'a Topology,
     epoch: u64,
-    what: String,
+    what: Missing,
     ok: impl Fn(&NodeDescriptor) -> bool,
 ) -> Result<(&'a NodeDescriptor, HopSpec), Error> {
     let usable: Vec<(&NodeDescriptor, HopSpec)> = t
@@ -61,9 +62,7 @@ fn pick<'a, R: Rng + ?Sized>(
         })
         .collect();
     if usable.is_empty() {
-        return Err(Error::NoRoute {
-            what: format!("{what} with a key for epoch {epoch}"),
-        });
+        return Err(Error::NoRoute { what });
     }
     Ok(usable[(rng.next_u64() % usable.len() as u64) as usize])
 }
@@ -77,27 +76,25 @@ pub fn mix_loop_route<R: Rng + ?Sized>(
     me: &NodeId,
     epoch: u64,
 ) -> Result<(Vec<HopSpec>, Vec<Duration>), Error> {
-    let own = t
-        .node(me)
-        .ok_or_else(|| Error::UnknownNode { id: me.short() })?;
+    let own = t.node(me).ok_or(Error::UnknownNode { id: *me })?;
     let layer = match (own.role, own.layer) {
         (Role::Mix, Some(l)) if (1..=MIX_LAYERS).contains(&l) => l,
         _ => {
             return Err(Error::NoRoute {
-                what: "loop: only mixes send mix loops".into(),
+                what: Missing::NotAMix,
             });
         }
     };
     let own_hop = HopSpec {
         id: own.id,
-        sphinx_key: own.key_for(epoch).ok_or_else(|| Error::NoRoute {
-            what: format!("loop: own key for epoch {epoch}"),
+        sphinx_key: own.key_for(epoch).ok_or(Error::NoRoute {
+            what: Missing::OwnKey { epoch },
         })?,
     };
     let mut route = Vec::with_capacity(MIX_LAYERS as usize + 1);
     let mut delays = Vec::with_capacity(MIX_LAYERS as usize + 1);
     let mix = |rng: &mut R, l: u8| {
-        pick(rng, t, epoch, format!("mix in layer {l}"), |n| {
+        pick(rng, t, epoch, Missing::Mix { layer: l, epoch }, |n| {
             n.role == Role::Mix && n.layer == Some(l)
         })
     };
@@ -105,7 +102,12 @@ pub fn mix_loop_route<R: Rng + ?Sized>(
         route.push(mix(rng, l)?.1);
         delays.push(sample_delay(rng, t.mean_delay(), t.max_delay()));
     }
-    route.push(pick(rng, t, epoch, "gateway".into(), |n| n.role == Role::Gateway)?.1);
+    route.push(
+        pick(rng, t, epoch, Missing::GatewayKey { epoch }, |n| {
+            n.role == Role::Gateway
+        })?
+        .1,
+    );
     delays.push(Duration::ZERO);
     for l in 1..layer {
         route.push(mix(rng, l)?.1);
@@ -163,6 +165,9 @@ mod tests {
                 }],
                 tls_cert: Key32([100 + i; 32]),
                 published: 1,
+                family: None,
+                family_proof: None,
+                country: None,
             });
             sphinx.insert(id, SphinxNode::new([i; 32], Duration::from_secs(1)));
         };
@@ -174,6 +179,7 @@ mod tests {
             }
         }
         let body = TopologyBody {
+            format: crate::topology::DIRECTORY_FORMAT,
             network: "test".into(),
             epoch: 1,
             serial: 1,
@@ -183,6 +189,8 @@ mod tests {
             max_delay_ms: 100,
             cover: Default::default(),
             nodes: Vec::new(),
+            exits: Vec::new(),
+            route_rules: Default::default(),
         };
         (Topology::new(body, nodes).unwrap(), sphinx)
     }

@@ -13,6 +13,7 @@ use rand::{CryptoRng, Rng};
 use sphinx_packet::crypto::{PrivateKey, PublicKey};
 use zeroize::Zeroize;
 
+use crate::error::Constraint;
 use crate::sphinx::{self, HopKey, Peeled, RouteHop};
 use crate::surb::SurbId;
 use crate::{ClientId, Error, Key32, NodeId};
@@ -223,7 +224,7 @@ impl SphinxNode {
         let Some(key) = &self.key else {
             return Err(Error::Invalid {
                 field: "sphinx secret",
-                reason: "refused by the X25519 backend".to_string(),
+                reason: Constraint::Backend,
             });
         };
         let max_delay_ns = self.max_delay_ns.load(Ordering::Relaxed);

@@ -12,6 +12,7 @@
 //! its own packets' tags cannot aim them at chosen bits.
 
 use crate::Error;
+use crate::error::{Constraint, Defect};
 
 /// A bounded-memory set of replay tags.
 pub struct ReplayFilter {
@@ -60,19 +61,19 @@ impl ReplayFilter {
         if capacity == 0 || capacity > 1 << 32 {
             return Err(Error::Invalid {
                 field: "replay.capacity",
-                reason: "must be between 1 and 2^32".into(),
+                reason: Constraint::Rule("must be between 1 and 2^32"),
             });
         }
         if !(1e-12..0.5).contains(&fp_rate) {
             return Err(Error::Invalid {
                 field: "replay.false_positive_rate",
-                reason: "must be in [1e-12, 0.5)".into(),
+                reason: Constraint::Rule("must be in [1e-12, 0.5)"),
             });
         }
         let (bits, hashes) = bloom_sizing(capacity, fp_rate);
         let words = usize::try_from(bits / 64).map_err(|_| Error::Invalid {
             field: "replay.capacity",
-            reason: "too large for this machine".into(),
+            reason: Constraint::Rule("too large for this machine"),
         })?;
         Ok(ReplayFilter {
             key,
@@ -203,9 +204,9 @@ impl ReplayFilter {
     /// `capacity` tags at `fp_rate` (a filter of other parameters is refused: the relay then
     /// starts a fresh one).
     pub fn from_bytes(bytes: &[u8], capacity: u64, fp_rate: f64) -> Result<Self, Error> {
-        let bad = |detail: &str| Error::Malformed {
+        let bad = |detail: &'static str| Error::Malformed {
             what: "replay filter file",
-            detail: detail.into(),
+            detail: Defect::Other(detail),
         };
         let fresh = ReplayFilter::new([0; 32], capacity, fp_rate)?;
         let words = fresh.generations[0].len();

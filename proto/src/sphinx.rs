@@ -49,6 +49,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::Error;
+use crate::error::Constraint;
 
 /// Size of an X25519 group element (`alpha`).
 pub const ALPHA_LEN: usize = 32;
@@ -122,9 +123,9 @@ pub struct HopKey {
 impl HopKey {
     /// The key for the X25519 secret `secret`.
     pub fn new(secret: &[u8; 32]) -> Result<Self, Error> {
-        let key = PrivateKey::from_private_key(&X25519, secret).map_err(|e| Error::Invalid {
+        let key = PrivateKey::from_private_key(&X25519, secret).map_err(|_| Error::Invalid {
             field: "sphinx secret",
-            reason: e.to_string(),
+            reason: Constraint::Backend,
         })?;
         Ok(HopKey { key })
     }
@@ -214,9 +215,8 @@ impl HopKey {
         }
 
         let blinding =
-            PrivateKey::from_private_key(&X25519, &keys[BLINDING]).map_err(|e| Error::Invalid {
-                field: "sphinx blinding factor",
-                reason: e.to_string(),
+            PrivateKey::from_private_key(&X25519, &keys[BLINDING]).map_err(|_| Error::Backend {
+                what: "sphinx blinding factor",
             })?;
         let next_alpha = x25519(&blinding, alpha)?;
 
@@ -279,9 +279,8 @@ pub fn build<R: rand::Rng + rand::CryptoRng + ?Sized>(
     // The packet's secret and its group element.
     let mut secret = Zeroizing::new([0u8; 32]);
     rng.fill_bytes(&mut secret[..]);
-    let first = PrivateKey::from_private_key(&X25519, &secret[..]).map_err(|e| Error::Invalid {
-        field: "sphinx packet secret",
-        reason: e.to_string(),
+    let first = PrivateKey::from_private_key(&X25519, &secret[..]).map_err(|_| Error::Backend {
+        what: "sphinx packet secret",
     })?;
     let alpha = first
         .compute_public_key()
@@ -299,10 +298,9 @@ pub fn build<R: rand::Rng + rand::CryptoRng + ?Sized>(
         let k = expand(&acc)?;
         acc.zeroize();
         if i + 1 < n {
-            let b = PrivateKey::from_private_key(&X25519, &k[BLINDING]).map_err(|e| {
-                Error::Invalid {
-                    field: "sphinx blinding factor",
-                    reason: e.to_string(),
+            let b = PrivateKey::from_private_key(&X25519, &k[BLINDING]).map_err(|_| {
+                Error::Backend {
+                    what: "sphinx blinding factor",
                 }
             })?;
             scalars.push(b);

@@ -38,6 +38,11 @@ use crate::packet::MAX_MESSAGE_LEN;
 use crate::socks::{Parsed, Reply, SocksError, TargetAddr};
 use crate::surb::SURB_SIZE;
 
+mod connection;
+pub use connection::{
+    ABORT_COPIES, ABORT_REPEAT, Connection, ConnectionConfig, End, FAIL_GRACE, Outbox, STALL_GRACE,
+};
+
 /// The chunk format's version byte.
 pub const CHUNK_VERSION: u8 = 1;
 /// Fixed part of every chunk.
@@ -59,6 +64,12 @@ pub const fn max_data_len(surbs: usize) -> usize {
     MAX_MESSAGE_LEN
         .saturating_sub(CHUNK_HEADER_LEN + MAX_ACK_LEN + 2)
         .saturating_sub(surbs * SURB_SIZE)
+}
+
+/// Data bytes that fit in one data chunk sealed to its recipient ([`crate::seal`]: the
+/// proxy's chunks to the exit) that carries `surbs` SURBs and a full-size ack.
+pub const fn max_sealed_data_len(surbs: usize) -> usize {
+    max_data_len(surbs).saturating_sub(crate::seal::SEAL_OVERHEAD)
 }
 
 /// Identifies a stream between one client and one exit (chosen at random by the client).
@@ -722,6 +733,13 @@ impl Sender {
         Some(self.chunk(seq, body))
     }
 
+    /// A `Reset` to tell the peer that this half gave up (after [`Verdict::Failed`]): the
+    /// next sequence number, never retransmitted nor acknowledged. The peer's [`Receiver`]
+    /// takes a reset at once, past any hole.
+    pub fn abort_chunk(&self, code: Reply) -> Chunk {
+        self.chunk(self.next_seq, Body::Reset(code))
+    }
+
     fn chunk(&self, seq: u32, body: Body) -> Chunk {
         Chunk {
             stream: self.stream,
@@ -848,6 +866,24 @@ impl Receiver {
         let seq = chunk.seq;
         let mut events = Vec::new();
         let in_window = seq >= self.next && seq - self.next < self.max_ahead;
+        // A reset aborts the stream: nothing before it matters any more, so it is not held
+        // behind a hole (the peer's sender may have given up on the chunks missing), nor
+        // refused beyond the window (it buffers nothing). The chunks it skips are abandoned
+        // by both ends: the cumulative ack covers them and the reset, so the resetting
+        // sender finishes rather than retransmitting them.
+        if let Body::Reset(code) = body
+            && seq > self.next
+            && !self.ended
+        {
+            self.ended = true;
+            self.buffered.clear();
+            self.last_seq = Some(seq);
+            self.next = seq.saturating_add(1);
+            return Received {
+                ack: Some(self.ack()),
+                events: vec![StreamEvent::Reset(*code)],
+            };
+        }
         if in_window && !self.ended && !self.buffered.contains_key(&seq) {
             self.buffered.insert(seq, body.clone());
             self.last_seq = Some(seq);
@@ -905,3 +941,6 @@ impl Receiver {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod model;

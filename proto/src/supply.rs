@@ -1,8 +1,10 @@
 //! How many SURBs a SOCKS proxy keeps at the exit for one stream (sans-IO policy): a few,
 //! plus what the exit will use in one and a half round trips at its recent rate; refilled
-//! after a silence (the exit's SURBs were lost) or when the client starts avoiding a relay
-//! (SURBs through it never come back). Time is passed in.
+//! after a silence (the exit's SURBs were lost), when the client starts avoiding a relay
+//! (SURBs through it never come back), and before the SURBs held die with their epoch's
+//! keys (they then no longer count as held). Time is passed in.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::Timestamp;
@@ -64,11 +66,21 @@ impl Demand {
     }
 }
 
+/// A SURB counts as dead this long before its keys are deleted, when no round trip has
+/// been measured yet: it must still reach the exit, wait there and come back.
+pub const DEATH_MARGIN: Duration = Duration::from_secs(1);
+/// The most a measured round trip adds to that margin.
+pub const MAX_DEATH_MARGIN: Duration = Duration::from_secs(5);
+
 /// One stream's SURB supply at the exit, as the proxy estimates it.
 #[derive(Clone, Debug)]
 pub struct SurbSupply {
-    /// Estimate of the SURBs the exit holds for this stream.
-    held: i64,
+    /// Estimate of the SURBs the exit holds for this stream, in batches as they were sent
+    /// (oldest first): how many, and when their keys die (`None`: never, as far as known).
+    held: VecDeque<(Option<Timestamp>, i64)>,
+    /// Replies that came in SURBs no batch accounted for (after [`SurbSupply::forget_held`]):
+    /// the next SURBs sent replace them first.
+    debt: i64,
     /// Most SURBs to keep at the exit.
     max_target: i64,
     demand: Demand,
@@ -84,7 +96,8 @@ impl SurbSupply {
     /// A stream starting at `now`, keeping at most `max_target` SURBs at the exit.
     pub fn new(now: Timestamp, max_target: usize) -> Self {
         SurbSupply {
-            held: 0,
+            held: VecDeque::new(),
+            debt: 0,
             max_target: i64::try_from(max_target).unwrap_or(i64::MAX),
             demand: Demand::new(now),
             stall: STALL,
@@ -118,7 +131,16 @@ impl SurbSupply {
         if self.rtt.is_none() {
             self.rtt = self.opened.map(|t| now.saturating_duration_since(t));
         }
-        self.held -= 1;
+        // The exit uses the newest SURBs first.
+        match self.held.back_mut() {
+            Some((_, n)) => {
+                *n -= 1;
+                if *n <= 0 {
+                    self.held.pop_back();
+                }
+            }
+            None => self.debt += 1,
+        }
         self.demand.add(now);
         self.stall = STALL;
         self.next_stall = now + STALL;
@@ -127,7 +149,24 @@ impl SurbSupply {
     /// SURBs the exit held may be dead (a relay on their routes is now avoided): count
     /// none as held, so fresh ones follow.
     pub fn forget_held(&mut self) {
-        self.held = self.held.min(0);
+        self.held.clear();
+    }
+
+    /// How long before its keys die a SURB stops counting: one round trip (as measured,
+    /// at most [`MAX_DEATH_MARGIN`]), at least [`DEATH_MARGIN`].
+    fn margin(&self) -> Duration {
+        self.rtt
+            .unwrap_or(DEATH_MARGIN)
+            .clamp(DEATH_MARGIN, MAX_DEATH_MARGIN)
+    }
+
+    /// SURBs the exit holds that will still work for a round trip from `now`; batches that
+    /// will not are forgotten.
+    fn alive(&mut self, now: Timestamp) -> i64 {
+        let margin = self.margin();
+        self.held
+            .retain(|(dies, _)| dies.is_none_or(|d| now + margin < d));
+        self.held.iter().map(|(_, n)| n).sum::<i64>() - self.debt
     }
 
     /// Whether an extra (ack-only) chunk should carry SURBs now: after a silence the held
@@ -139,28 +178,45 @@ impl SurbSupply {
             self.stall = (self.stall * 2).min(MAX_STALL);
             self.next_stall = now + self.stall;
         }
-        self.held + 4 <= self.target(now)
+        self.alive(now) + 4 <= self.target(now)
     }
 
-    /// When [`SurbSupply::wants_extra`] may turn true with nothing arriving.
+    /// When [`SurbSupply::wants_extra`] may turn true with nothing arriving: after a
+    /// silence, or when a batch of SURBs stops counting before its keys die.
     pub fn next_extra(&self) -> Timestamp {
-        self.next_stall
+        let margin = self.margin();
+        self.held
+            .iter()
+            .filter_map(|(dies, _)| *dies)
+            .map(|d| d.saturating_sub(margin))
+            .fold(self.next_stall, Timestamp::min)
     }
 
     /// How many SURBs a packet with room for `room` should carry now.
     pub fn to_attach(&mut self, now: Timestamp, room: usize) -> usize {
-        let want = usize::try_from((self.target(now) - self.held).max(0)).unwrap_or(0);
+        let want = usize::try_from((self.target(now) - self.alive(now)).max(0)).unwrap_or(0);
         room.min(want)
     }
 
-    /// `n` SURBs left for the exit.
+    /// `n` SURBs left for the exit, alive as long as their keys.
     pub fn attached(&mut self, n: usize) {
-        self.held += i64::try_from(n).unwrap_or(i64::MAX);
+        self.attached_until(n, None);
     }
 
-    /// The estimate of SURBs held at the exit.
+    /// `n` SURBs left for the exit, whose keys die at `dies` (the earliest of them).
+    pub fn attached_until(&mut self, n: usize, dies: Option<Timestamp>) {
+        let mut n = i64::try_from(n).unwrap_or(i64::MAX);
+        let paid = n.min(self.debt);
+        self.debt -= paid;
+        n -= paid;
+        if n > 0 {
+            self.held.push_back((dies, n));
+        }
+    }
+
+    /// The estimate of SURBs held at the exit (dead ones included until they are looked at).
     pub fn held(&self) -> i64 {
-        self.held
+        self.held.iter().map(|(_, n)| n).sum::<i64>() - self.debt
     }
 }
 
@@ -170,6 +226,50 @@ mod tests {
 
     fn at(ms: u64) -> Timestamp {
         Timestamp::ZERO + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn surbs_stop_counting_a_round_trip_before_their_keys_die() {
+        let mut s = SurbSupply::new(at(0), 112);
+        s.opened(at(0));
+        // 30 SURBs whose keys die at 10 s; a reply every 400 ms keeps the silence timer
+        // quiet (the first one sets the round trip to 0.4 s: the margin is then 1 s, the
+        // least).
+        s.attached_until(30, Some(at(10_000)));
+        for i in 1..=22u64 {
+            s.on_chunk(at(i * 400));
+        }
+        assert_eq!(s.held(), 8);
+        assert_eq!(
+            s.next_extra(),
+            at(9000),
+            "a round trip before the keys die, ahead of the silence timer (9.8 s)"
+        );
+        assert!(s.to_attach(at(8900), 50) < s.target(at(8900)) as usize);
+        // At 9 s none of them counts: the whole target goes out, in time.
+        let target = s.target(at(9000));
+        assert!(target >= MIN_SURBS as i64);
+        assert_eq!(s.to_attach(at(9000), 50) as i64, target);
+        assert!(s.wants_extra(at(9000)));
+        assert_eq!(s.held(), 0, "the dead batch is forgotten");
+        // SURBs that live longer (the next epoch's keys) keep counting.
+        s.attached_until(10, Some(at(20_000)));
+        assert_eq!(
+            s.to_attach(at(9100), 50) as i64,
+            (s.target(at(9100)) - 10).max(0)
+        );
+        // A reply uses the newest batch; one in a SURB no batch holds is a debt the next
+        // SURBs pay first.
+        s.attached_until(2, None);
+        s.on_chunk(at(9200));
+        s.on_chunk(at(9300));
+        s.on_chunk(at(9400));
+        assert_eq!(s.held(), 9);
+        s.forget_held();
+        s.on_chunk(at(9500));
+        assert_eq!(s.held(), -1);
+        s.attached_until(3, Some(at(20_000)));
+        assert_eq!(s.held(), 2);
     }
 
     #[test]

@@ -24,8 +24,55 @@ use sphinx_packet::route::{Destination, DestinationAddressBytes, Node, NodeAddre
 use sphinx_packet::version::SINGLE_SEED_SURB_VERSION;
 use sphinx_packet::{SURB, SURBMaterial, SurbReplyRecovery};
 
+use crate::error::Defect;
 use crate::packet::{HEADER_SIZE, MAX_MESSAGE_LEN, PAYLOAD_SIZE, check_route, duration_nanos};
 use crate::{ClientId, Error, HopSpec, NodeId, Packet};
+
+/// What was done with a SURB when `sphinx-packet` failed ([`Error::Surb`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SurbAction {
+    /// [`Surb::create`].
+    Build,
+    /// [`Surb::from_bytes`].
+    Parse,
+    /// [`Surb::into_packet`].
+    Use,
+}
+
+impl SurbAction {
+    fn failed(self) -> impl FnOnce(sphinx_packet::Error) -> Error {
+        move |e| Error::Surb {
+            action: self,
+            source: SurbError(e),
+        }
+    }
+}
+
+impl fmt::Display for SurbAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SurbAction::Build => "build",
+            SurbAction::Parse => "parse",
+            SurbAction::Use => "use",
+        })
+    }
+}
+
+/// `sphinx-packet`'s error, kept opaque so that crate stays named only here and in `packet`.
+#[derive(Debug)]
+pub struct SurbError(sphinx_packet::Error);
+
+impl fmt::Display for SurbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SurbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
 
 /// The serialised size of a [`Surb`]: header, first hop, one payload key seed.
 pub const SURB_SIZE: usize = HEADER_SIZE + NODE_ADDRESS_LENGTH + PAYLOAD_KEY_SEED_SIZE;
@@ -104,7 +151,7 @@ impl Surb {
         let secret = PrivateKey::from(seed);
         let material = SURBMaterial::new(nodes, delays, dest, SINGLE_SEED_SURB_VERSION);
         let (surb, recovery) =
-            SURB::new_recoverable(secret, material).map_err(|e| Error::Sphinx(e.to_string()))?;
+            SURB::new_recoverable(secret, material).map_err(SurbAction::Build.failed())?;
         Ok((Surb(surb), SurbKey(recovery)))
     }
 
@@ -123,12 +170,15 @@ impl Surb {
         if bytes.len() != SURB_SIZE {
             return Err(Error::Malformed {
                 what: "surb",
-                detail: format!("{} bytes, expected {SURB_SIZE}", bytes.len()),
+                detail: Defect::Length {
+                    got: bytes.len(),
+                    expected: SURB_SIZE,
+                },
             });
         }
         SURB::from_bytes(bytes)
             .map(Surb)
-            .map_err(|e| Error::Sphinx(e.to_string()))
+            .map_err(SurbAction::Parse.failed())
     }
 
     /// Use the SURB (it is consumed): a packet of exactly [`crate::packet::PACKET_SIZE`]
@@ -144,7 +194,7 @@ impl Surb {
         let (packet, first) = self
             .0
             .use_surb(message, PAYLOAD_SIZE)
-            .map_err(|e| Error::Sphinx(e.to_string()))?;
+            .map_err(SurbAction::Use.failed())?;
         let mut bytes = packet.header.to_bytes();
         bytes.extend_from_slice(packet.payload.as_bytes());
         Ok((
@@ -177,7 +227,10 @@ impl SurbKey {
         if sealed_payload.len() != PAYLOAD_SIZE {
             return Err(Error::Malformed {
                 what: "sealed reply payload",
-                detail: format!("{} bytes, expected {PAYLOAD_SIZE}", sealed_payload.len()),
+                detail: Defect::Length {
+                    got: sealed_payload.len(),
+                    expected: PAYLOAD_SIZE,
+                },
             });
         }
         let payload = Payload::from_bytes(sealed_payload).map_err(|_| Error::BadPayload)?;

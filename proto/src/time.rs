@@ -33,6 +33,12 @@ impl Timestamp {
         Duration::from_nanos(self.0)
     }
 
+    /// `d` before `self`, or the origin when that is earlier.
+    pub fn saturating_sub(self, d: Duration) -> Timestamp {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_sub(nanos))
+    }
+
     /// `self - earlier`, or zero when `earlier` is later.
     pub fn saturating_duration_since(self, earlier: Timestamp) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))

@@ -16,6 +16,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::cover::ClientRates;
+use crate::error::{Defect, Missing, Refusal};
 use crate::packet::{HopSpec, sample_delay};
 use crate::{Error, Key32, NodeId};
 
@@ -70,6 +71,17 @@ pub struct NodeDescriptor {
     /// Unix time the node signed this descriptor; the authority keeps only the newest and
     /// refuses stale ones, so an old descriptor cannot be replayed.
     pub published: u64,
+    /// Its operator family (format 2; issue 15): the family's Ed25519 public key, with
+    /// `family_proof`, the family key's signature over this node's id, so no relay can claim
+    /// another operator's family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<Key32>,
+    /// See `family`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_proof: Option<String>,
+    /// The country its operator declares (ISO 3166-1 alpha-2): a claim, not a proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 impl NodeDescriptor {
@@ -90,21 +102,23 @@ impl NodeDescriptor {
             .enumerate()
             .all(|(i, k)| self.sphinx_keys[..i].iter().all(|o| o.epoch != k.epoch));
         if n == 0 || n > MAX_EPOCH_KEYS || !distinct {
-            return Err(Error::Invalid {
-                field: "sphinx_keys",
-                reason: format!("1 to {MAX_EPOCH_KEYS} keys for distinct epochs"),
+            return Err(Error::Refused {
+                what: "descriptor",
+                reason: Refusal::SphinxKeys {
+                    max: MAX_EPOCH_KEYS,
+                },
             });
         }
         match (self.role, self.layer) {
             (Role::Gateway, None) => Ok(()),
             (Role::Mix, Some(l)) if (1..=MIX_LAYERS).contains(&l) => Ok(()),
-            (Role::Gateway, Some(_)) => Err(Error::Invalid {
-                field: "layer",
-                reason: "a gateway has no layer".into(),
+            (Role::Gateway, Some(_)) => Err(Error::Refused {
+                what: "descriptor",
+                reason: Refusal::GatewayLayer,
             }),
-            (Role::Mix, _) => Err(Error::Invalid {
-                field: "layer",
-                reason: format!("a mix needs a layer from 1 to {MIX_LAYERS}"),
+            (Role::Mix, _) => Err(Error::Refused {
+                what: "descriptor",
+                reason: Refusal::MixLayer { max: MIX_LAYERS },
             }),
         }
     }
@@ -120,18 +134,21 @@ fn signing_input(domain: &[u8], text: &str) -> Vec<u8> {
 fn parse_signature(hex_sig: &str, what: &'static str) -> Result<Signature, Error> {
     let bytes = hex::decode(hex_sig).map_err(|e| Error::Malformed {
         what,
-        detail: e.to_string(),
+        detail: e.into(),
     })?;
     Signature::from_slice(&bytes).map_err(|_| Error::Malformed {
         what,
-        detail: "signature must be 64 bytes".into(),
+        detail: Defect::Length {
+            got: bytes.len(),
+            expected: Signature::BYTE_SIZE,
+        },
     })
 }
 
 fn verifying_key(k: &Key32, what: &'static str) -> Result<VerifyingKey, Error> {
     VerifyingKey::from_bytes(k.as_bytes()).map_err(|_| Error::Malformed {
         what,
-        detail: "not an Ed25519 public key".into(),
+        detail: Defect::Other("not an Ed25519 public key"),
     })
 }
 
@@ -168,7 +185,7 @@ impl SignedDescriptor {
     pub fn sign(d: &NodeDescriptor, identity_secret: &[u8; 32]) -> Result<Self, Error> {
         let text = serde_json::to_string(d).map_err(|e| Error::Malformed {
             what: "descriptor",
-            detail: e.to_string(),
+            detail: e.into(),
         })?;
         let key = SigningKey::from_bytes(identity_secret);
         let sig = key.sign(&signing_input(DESCRIPTOR_DOMAIN, &text));
@@ -183,23 +200,23 @@ impl SignedDescriptor {
         if self.descriptor.len() > MAX_DESCRIPTOR_LEN {
             return Err(Error::Malformed {
                 what: "descriptor",
-                detail: format!(
-                    "{} bytes, at most {MAX_DESCRIPTOR_LEN}",
-                    self.descriptor.len()
-                ),
+                detail: Defect::TooLong {
+                    got: self.descriptor.len(),
+                    max: MAX_DESCRIPTOR_LEN,
+                },
             });
         }
         let d: NodeDescriptor =
             serde_json::from_str(&self.descriptor).map_err(|e| Error::Malformed {
                 what: "descriptor",
-                detail: e.to_string(),
+                detail: e.into(),
             })?;
         d.validate()?;
         // Only the canonical encoding: no padding, no reordering, one text per descriptor.
         if serde_json::to_string(&d).ok().as_deref() != Some(self.descriptor.as_str()) {
             return Err(Error::Malformed {
                 what: "descriptor",
-                detail: "not in canonical form".into(),
+                detail: Defect::Other("not in canonical form"),
             });
         }
         let key = verifying_key(&d.id.0, "descriptor id")?;
@@ -210,10 +227,31 @@ impl SignedDescriptor {
     }
 }
 
+/// The version of the signed directory's format this software writes and reads
+/// (doc/DIRECTORY.md): 1 had no `format` field; 2 adds it, and is the one change that also
+/// holds, as they land, exit services, operator families and countries, and the rules
+/// every client applies. A reader refuses a newer format with a message saying so.
+pub const DIRECTORY_FORMAT: u32 = 2;
+
+fn format_v1() -> u32 {
+    1
+}
+
+/// The one field read before the rest: a newer format may have fields this software does
+/// not know, and must be refused for its version, not for them.
+#[derive(Deserialize)]
+struct FormatOnly {
+    #[serde(default = "format_v1")]
+    format: u32,
+}
+
 /// Network-wide parameters and the node list, as the authorities sign them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopologyBody {
+    /// The directory format ([`DIRECTORY_FORMAT`]; 1 when absent).
+    #[serde(default = "format_v1")]
+    pub format: u32,
     /// Network name, so documents of two networks cannot be mixed up.
     pub network: String,
     /// Epoch number: unix time divided by the epoch length.
@@ -233,6 +271,50 @@ pub struct TopologyBody {
     pub cover: CoverParams,
     /// The nodes, each signed by itself.
     pub nodes: Vec<SignedDescriptor>,
+    /// Exit services: where each is reachable now (format 2; published once exits register,
+    /// issue 13). Empty in documents that list none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exits: Vec<ExitEntry>,
+    /// The route rules every client applies alike (format 2; issue 15). Absent: none.
+    #[serde(default, skip_serializing_if = "RouteRules::is_none")]
+    pub route_rules: RouteRules,
+}
+
+/// An exit service as the directory lists it (format 2, see doc/DIRECTORY.md): a stable id
+/// and key, the gateway it is reachable through now, and what it connects to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitEntry {
+    /// Its client id (stable across gateways: the hash of its certificate).
+    pub id: crate::ClientId,
+    /// The key chunks to it are sealed to.
+    pub key: crate::RecipientKey,
+    /// Its gateway now.
+    pub gateway: NodeId,
+    /// A summary of its allow-list (`HOST:PORT` patterns, `*` for any).
+    pub allow: Vec<String>,
+    /// Unix time it said so; the newest wins.
+    pub published: u64,
+}
+
+/// Rules for choosing routes that the directory publishes, so every client applies the same
+/// (format 2; issue 15 fills them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRules {
+    /// No two relays of one operator family on a route (unless a layer would be empty).
+    #[serde(default)]
+    pub distinct_families: bool,
+    /// No two relays of one declared country on a route's mixes, where the topology allows.
+    #[serde(default)]
+    pub distinct_countries: bool,
+}
+
+impl RouteRules {
+    /// No rule set (the default of documents that do not name any).
+    pub fn is_none(&self) -> bool {
+        *self == RouteRules::default()
+    }
 }
 
 /// The network-wide cover rates, as mean gaps between sends in milliseconds (0 turns a
@@ -253,6 +335,25 @@ pub struct CoverParams {
     /// unknown fields): upgrade every node and client before authorities publish it.
     #[serde(default)]
     pub mix_loop_mean_ms: u64,
+    /// Downstream cover (format 2; issue 12): the mean gap of the Poisson stream a gateway
+    /// sends each connected client (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub downstream_mean_ms: u64,
+    /// Whether real packets downstream wait for the stream's slots (`strict`) or may go
+    /// above its rate (`burst`, the default).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub downstream_strict: bool,
+    /// The exit services' own payload stream (format 2; issue 12): mean gap (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exit_payload_mean_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 impl CoverParams {
@@ -306,7 +407,7 @@ impl SignedTopology {
     pub fn sign(body: &TopologyBody, authority_secret: &[u8; 32]) -> Result<Self, Error> {
         let text = serde_json::to_string(body).map_err(|e| Error::Malformed {
             what: "topology",
-            detail: e.to_string(),
+            detail: e.into(),
         })?;
         let mut doc = SignedTopology {
             body: text,
@@ -356,10 +457,24 @@ impl SignedTopology {
                 threshold,
             });
         }
+        let header: FormatOnly =
+            serde_json::from_str(&self.body).map_err(|e| Error::Malformed {
+                what: "topology",
+                detail: e.into(),
+            })?;
+        if header.format > DIRECTORY_FORMAT {
+            return Err(Error::Refused {
+                what: "topology document",
+                reason: crate::error::Refusal::NewerFormat {
+                    got: header.format,
+                    supported: DIRECTORY_FORMAT,
+                },
+            });
+        }
         let body: TopologyBody =
             serde_json::from_str(&self.body).map_err(|e| Error::Malformed {
                 what: "topology",
-                detail: e.to_string(),
+                detail: e.into(),
             })?;
         if body.valid_until < now_unix {
             return Err(Error::Expired {
@@ -392,15 +507,15 @@ impl Topology {
     /// Index `nodes` (already verified) under the parameters of `body`.
     pub fn new(body: TopologyBody, nodes: Vec<NodeDescriptor>) -> Result<Self, Error> {
         if body.epoch_secs == 0 {
-            return Err(Error::Invalid {
-                field: "epoch_secs",
-                reason: "must be at least 1".into(),
+            return Err(Error::Refused {
+                what: "topology",
+                reason: Refusal::EpochSecs,
             });
         }
         if body.max_delay_ms < body.mean_delay_ms {
-            return Err(Error::Invalid {
-                field: "max_delay_ms",
-                reason: "must be at least mean_delay_ms".into(),
+            return Err(Error::Refused {
+                what: "topology",
+                reason: Refusal::MaxDelay,
             });
         }
         let mut t = Topology {
@@ -415,15 +530,15 @@ impl Topology {
         for n in nodes {
             n.validate()?;
             if t.by_id.contains_key(&n.id) {
-                return Err(Error::Malformed {
+                return Err(Error::Refused {
                     what: "topology",
-                    detail: format!("node {} listed twice", n.id.short()),
+                    reason: Refusal::ListedTwice(n.id),
                 });
             }
             if t.by_cert.contains_key(&n.tls_cert) {
-                return Err(Error::Malformed {
+                return Err(Error::Refused {
                     what: "topology",
-                    detail: format!("node {} reuses another node's certificate", n.id.short()),
+                    reason: Refusal::SharedCertificate(n.id),
                 });
             }
             let i = t.nodes.len();
@@ -493,6 +608,26 @@ impl Topology {
         self.body.cover.rates()
     }
 
+    /// The exit services' rates: their own payload stream
+    /// (`cover.exit_payload_mean_ms`), and the clients' loop and drop streams. Zero
+    /// everywhere when the directory publishes no exit rate (the exit then sends its replies
+    /// as they are made).
+    pub fn exit_rates(&self) -> ClientRates {
+        let c = &self.body.cover;
+        if c.exit_payload_mean_ms == 0 {
+            return ClientRates {
+                payload: 0.0,
+                loop_: 0.0,
+                drop: 0.0,
+            };
+        }
+        CoverParams {
+            payload_mean_ms: c.exit_payload_mean_ms,
+            ..*c
+        }
+        .rates()
+    }
+
     /// The epoch at unix time `now`.
     pub fn epoch_at(&self, now_unix: u64) -> u64 {
         now_unix / self.body.epoch_secs
@@ -505,13 +640,17 @@ impl Topology {
         })
     }
 
-    fn gateway_hop(&self, id: &NodeId, what: &str, epoch: u64) -> Result<HopSpec, Error> {
+    fn gateway_hop(&self, id: &NodeId, end: &'static str, epoch: u64) -> Result<HopSpec, Error> {
         match self.node(id) {
             Some(n) if n.role == Role::Gateway => Self::hop(n, epoch),
             _ => None,
         }
-        .ok_or_else(|| Error::NoRoute {
-            what: format!("{what} gateway {} with a key for epoch {epoch}", id.short()),
+        .ok_or(Error::NoRoute {
+            what: Missing::EndGateway {
+                end,
+                id: *id,
+                epoch,
+            },
         })
     }
 
@@ -542,14 +681,14 @@ impl Topology {
     ) -> Result<Vec<HopSpec>, Error> {
         let mut route = Vec::with_capacity(2 + MIX_LAYERS as usize);
         route.push(self.gateway_hop(entry, "entry", epoch)?);
-        for (l, members) in self.layers.iter().enumerate() {
+        for (layer, members) in (1..=MIX_LAYERS).zip(&self.layers) {
             let usable: Vec<HopSpec> = members
                 .iter()
                 .filter_map(|&i| Self::hop(&self.nodes[i], epoch))
                 .collect();
             if usable.is_empty() {
                 return Err(Error::NoRoute {
-                    what: format!("mix in layer {} with a key for epoch {epoch}", l + 1),
+                    what: Missing::Mix { layer, epoch },
                 });
             }
             let healthy: Vec<HopSpec> = usable
@@ -581,6 +720,86 @@ impl Topology {
             })
             .collect()
     }
+
+    /// A route at `now_unix` from `entry` to `exit` that avoids what it can of `avoid`
+    /// ([`Topology::choose_route_avoiding`]) with its per-hop delays
+    /// ([`Topology::route_delays`]): what every packet and SURB is built over. It uses the
+    /// current epoch's keys; just after an epoch boundary, while relays still hold the
+    /// previous epoch's keys ([`crate::keyring::overlap_secs`]), a document that does not
+    /// list the new keys yet gives a route with the previous ones rather than none. A packet
+    /// or SURB so built dies when the overlap ends: a stopgap for a late document (clients
+    /// fetch one at least twice an epoch), not a way to build ahead.
+    pub fn plan_route<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        entry: &NodeId,
+        exit: &NodeId,
+        now_unix: u64,
+        avoid: &BTreeSet<NodeId>,
+    ) -> Result<(Vec<HopSpec>, Vec<Duration>), Error> {
+        let (route, _) = self.current_route(rng, entry, exit, now_unix, avoid)?;
+        let delays = self.route_delays(rng, route.len());
+        Ok((route, delays))
+    }
+
+    /// A route with the current epoch's keys, or the previous epoch's during the overlap
+    /// when the document lacks the current ones; and the epoch used.
+    fn current_route<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        entry: &NodeId,
+        exit: &NodeId,
+        now_unix: u64,
+        avoid: &BTreeSet<NodeId>,
+    ) -> Result<(Vec<HopSpec>, u64), Error> {
+        let epoch = self.epoch_at(now_unix);
+        let len = self.body.epoch_secs.max(1);
+        let in_overlap = epoch > 0 && now_unix < epoch * len + crate::keyring::overlap_secs(len);
+        match self.choose_route_avoiding(rng, entry, exit, epoch, avoid) {
+            Err(Error::NoRoute { .. }) if in_overlap => Ok((
+                self.choose_route_avoiding(rng, entry, exit, epoch - 1, avoid)?,
+                epoch - 1,
+            )),
+            r => Ok((r?, epoch)),
+        }
+    }
+
+    /// When (Unix seconds) relays delete the keys of `epoch`: the end of the overlap after
+    /// the epoch ([`crate::keyring::overlap_secs`]). A packet or SURB built for `epoch`
+    /// cannot be peeled after that.
+    pub fn keys_expire_unix(&self, epoch: u64) -> u64 {
+        let len = self.body.epoch_secs.max(1);
+        (epoch + 1) * len + crate::keyring::overlap_secs(len)
+    }
+
+    /// A route for a SURB, which waits at its holder before it is used, so it should live
+    /// long: in an epoch's second half, with the next epoch's keys (relays hold them from
+    /// the moment they publish them), else as [`Topology::plan_route`]. Returns when the
+    /// SURB dies ([`Topology::keys_expire_unix`]), so that its maker can replace it in time.
+    /// Every client chooses alike, so the key a SURB was built for says only in which half
+    /// of an epoch it was made. Forward packets do not do this: a relay tries the current
+    /// key first, so a next-epoch packet would cost it a second X25519.
+    #[allow(clippy::type_complexity)]
+    pub fn plan_surb_route<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        entry: &NodeId,
+        exit: &NodeId,
+        now_unix: u64,
+        avoid: &BTreeSet<NodeId>,
+    ) -> Result<(Vec<HopSpec>, Vec<Duration>, u64), Error> {
+        let epoch = self.epoch_at(now_unix);
+        let len = self.body.epoch_secs.max(1);
+        if now_unix >= epoch * len + len / 2
+            && let Ok(route) = self.choose_route_avoiding(rng, entry, exit, epoch + 1, avoid)
+        {
+            let delays = self.route_delays(rng, route.len());
+            return Ok((route, delays, self.keys_expire_unix(epoch + 1)));
+        }
+        let (route, used) = self.current_route(rng, entry, exit, now_unix, avoid)?;
+        let delays = self.route_delays(rng, route.len());
+        Ok((route, delays, self.keys_expire_unix(used)))
+    }
 }
 
 #[cfg(test)]
@@ -605,11 +824,15 @@ pub(crate) mod tests {
             }],
             tls_cert: Key32([100 + i; 32]),
             published: 1,
+            family: None,
+            family_proof: None,
+            country: None,
         }
     }
 
     fn body(nodes: &[(u8, NodeDescriptor)]) -> TopologyBody {
         TopologyBody {
+            format: DIRECTORY_FORMAT,
             network: "test".into(),
             epoch: 1,
             serial: 1,
@@ -622,6 +845,8 @@ pub(crate) mod tests {
                 .iter()
                 .map(|(i, d)| SignedDescriptor::sign(d, &secret(*i)).unwrap())
                 .collect(),
+            exits: Vec::new(),
+            route_rules: Default::default(),
         }
     }
 
@@ -766,6 +991,105 @@ pub(crate) mod tests {
         let mut both = doc.clone();
         both.add_signature(&secret(202));
         assert!(both.verify(&[auth, auth2], 2, 0).is_ok());
+    }
+
+    #[test]
+    fn just_after_a_boundary_a_document_without_the_new_keys_still_gives_routes() {
+        let (t, g1, g2) = verified_with_gateways(&net());
+        let mut rng = StdRng::seed_from_u64(3);
+        let none = BTreeSet::new();
+        // Epoch 1 (100 s long): its keys.
+        let (r, d) = t.plan_route(&mut rng, &g1, &g2, 150, &none).unwrap();
+        assert_eq!((r.len(), d.len()), (5, 5));
+        // 5 s into epoch 2, whose keys this document lacks: relays still hold epoch 1's for
+        // a quarter epoch, so the route uses them.
+        let (r, _) = t.plan_route(&mut rng, &g1, &g2, 205, &none).unwrap();
+        assert_eq!(r.len(), 5, "epoch 1 keys: the only ones listed");
+        // After the overlap: no route, rather than packets no relay can peel.
+        assert!(matches!(
+            t.plan_route(&mut rng, &g1, &g2, 225, &none),
+            Err(Error::NoRoute { .. })
+        ));
+    }
+
+    /// A document of `nodes` signed by one authority and verified, with its two gateways.
+    fn verified_with_gateways(nodes: &[(u8, NodeDescriptor)]) -> (Topology, NodeId, NodeId) {
+        let auth = identity_public_key(&secret(AUTH));
+        let t = SignedTopology::sign(&body(nodes), &secret(AUTH))
+            .unwrap()
+            .verify(&[auth], 1, 0)
+            .unwrap();
+        let (g1, g2) = (
+            t.gateways().next().unwrap().id,
+            t.gateways().nth(1).unwrap().id,
+        );
+        (t, g1, g2)
+    }
+
+    #[test]
+    fn surbs_made_late_in_an_epoch_use_the_next_epochs_keys_and_say_when_they_die() {
+        let mut nodes = net();
+        // Every relay lists the keys of epochs 1 and 2 (100 s epochs, 25 s overlap).
+        for (_, d) in nodes.iter_mut() {
+            let k = d.sphinx_keys[0].key;
+            d.sphinx_keys.push(EpochKey { epoch: 2, key: k });
+        }
+        let (t, g1, g2) = verified_with_gateways(&nodes);
+        let mut rng = StdRng::seed_from_u64(4);
+        let none = BTreeSet::new();
+        // First half of epoch 1: its keys, dead at 225 (the end of the overlap after it).
+        let (_, _, dies) = t.plan_surb_route(&mut rng, &g1, &g2, 120, &none).unwrap();
+        assert_eq!(dies, 225);
+        // Second half: epoch 2's keys, which live until 325.
+        let (_, _, dies) = t.plan_surb_route(&mut rng, &g1, &g2, 170, &none).unwrap();
+        assert_eq!(dies, 325);
+        // Forward packets keep the current epoch's keys (relays try that one first).
+        assert_eq!(t.keys_expire_unix(t.epoch_at(170)), 225);
+        // Without next keys listed, the current ones, and the previous during the overlap.
+        let (t1, _, _) = verified_with_gateways(&net());
+        let (_, _, dies) = t1.plan_surb_route(&mut rng, &g1, &g2, 170, &none).unwrap();
+        assert_eq!(dies, 225);
+        let (_, _, dies) = t1.plan_surb_route(&mut rng, &g1, &g2, 205, &none).unwrap();
+        assert_eq!(dies, 225);
+    }
+
+    #[test]
+    fn a_newer_directory_format_is_refused_for_its_version_and_the_first_still_reads() {
+        let auth = identity_public_key(&secret(AUTH));
+        let doc = SignedTopology::sign(&body(&net()), &secret(AUTH)).unwrap();
+        assert!(
+            doc.body.starts_with("{\"format\":2,"),
+            "{}",
+            &doc.body[..30]
+        );
+        // A future format with a field this software does not know: refused for its version.
+        let mut newer = doc.clone();
+        newer.body = doc
+            .body
+            .replacen("\"format\":2,", "\"format\":3,\"exits\":[],", 1);
+        newer.signatures.clear();
+        newer.add_signature(&secret(AUTH));
+        let e = newer.verify(&[auth], 1, 0).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Refused {
+                    reason: crate::error::Refusal::NewerFormat {
+                        got: 3,
+                        supported: DIRECTORY_FORMAT
+                    },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("upgrade"), "{e}");
+        // A document of the first format (no field) reads as format 1.
+        let mut first = doc.clone();
+        first.body = doc.body.replacen("\"format\":2,", "", 1);
+        first.signatures.clear();
+        first.add_signature(&secret(AUTH));
+        assert_eq!(first.verify(&[auth], 1, 0).unwrap().body().format, 1);
     }
 
     #[test]

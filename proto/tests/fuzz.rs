@@ -56,8 +56,12 @@ fn signed_document() -> SignedTopology {
         }],
         tls_cert: Key32([2; 32]),
         published: 1,
+        family: None,
+        family_proof: None,
+        country: None,
     };
     let body = TopologyBody {
+        format: lethe_proto::topology::DIRECTORY_FORMAT,
         network: "fuzz".into(),
         epoch: 1,
         serial: 1,
@@ -67,6 +71,8 @@ fn signed_document() -> SignedTopology {
         max_delay_ms: 100,
         cover: Default::default(),
         nodes: vec![SignedDescriptor::sign(&d, &secret).unwrap()],
+        exits: Vec::new(),
+        route_rules: Default::default(),
     };
     SignedTopology::sign(&body, &[42; 32]).unwrap()
 }

@@ -7,10 +7,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use lethe_proto::packet::sample_delay;
-use lethe_proto::{
-    BatchConfig, BatchQueue, ClientRates, ClientSchedule, ClientSend, MixQueue, PoissonStream,
-    Timestamp,
-};
+use lethe_proto::{BatchConfig, ClientRates, ClientSchedule, ClientSend, PoissonStream, Timestamp};
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};
 
@@ -69,16 +66,12 @@ pub(crate) struct Pkt {
     sent: Timestamp,
 }
 
-enum Pool {
-    Poisson {
-        queue: MixQueue<Hop>,
-        wake: Option<Timestamp>,
-    },
-    Batch(BatchQueue<Hop>),
-}
+type Pool = lethe_proto::Pool<Hop>;
 
 pub(crate) struct Relay {
     pool: Pool,
+    /// When a continuous-time pool's next packet leaves (the wake-up scheduled).
+    wake: Option<Timestamp>,
     pub(crate) corrupt: bool,
     pub(crate) log: Vec<LogEv>,
     stream: PoissonStream,
@@ -147,21 +140,19 @@ impl Simulation {
         let mut relays = Vec::with_capacity(r);
         for c in corrupt {
             let pool = match cfg.mix {
-                MixKind::Poisson => Pool::Poisson {
-                    queue: MixQueue::new(cfg.queue_capacity),
-                    wake: None,
-                },
-                MixKind::Batch { round, min_packets } => Pool::Batch(BatchQueue::new(
+                MixKind::Poisson => Pool::poisson(cfg.queue_capacity),
+                MixKind::Batch { round, min_packets } => Pool::batch(
                     Timestamp::ZERO,
                     BatchConfig {
                         round,
                         min_packets,
                         capacity: cfg.queue_capacity,
                     },
-                )),
+                ),
             };
             relays.push(Relay {
                 pool,
+                wake: None,
                 corrupt: c,
                 log: Vec::new(),
                 stream: PoissonStream::new(cfg.relay_loop_rate)?,
@@ -417,26 +408,23 @@ impl Simulation {
     fn pool_in(&mut self, p: u32, h: u8) {
         let now = self.now;
         let relay_id = self.hop_relay[(self.pkts[p as usize].base + h as u32) as usize] as usize;
-        let delay = match self.relays[relay_id].pool {
-            Pool::Poisson { .. } => {
-                sample_delay(&mut self.rng, self.cfg.mean_delay, self.cfg.max_delay)
-            }
-            Pool::Batch(_) => Duration::ZERO,
+        let delay = if self.relays[relay_id].pool.uses_delays() {
+            sample_delay(&mut self.rng, self.cfg.mean_delay, self.cfg.max_delay)
+        } else {
+            Duration::ZERO
         };
         let relay = &mut self.relays[relay_id];
         let mut wake_at = None;
-        let accepted = match &mut relay.pool {
-            Pool::Poisson { queue, wake } => match queue.push(now, (p, h), delay) {
-                Ok(at) => {
-                    if wake.is_none_or(|w| at < w) {
-                        *wake = Some(at);
-                        wake_at = Some(at);
-                    }
-                    true
+        let accepted = match relay.pool.push(now, (p, h), delay) {
+            Ok(Some(at)) => {
+                if relay.wake.is_none_or(|w| at < w) {
+                    relay.wake = Some(at);
+                    wake_at = Some(at);
                 }
-                Err(_) => false,
-            },
-            Pool::Batch(q) => q.push((p, h)).is_ok(),
+                true
+            }
+            Ok(None) => true,
+            Err(_) => false,
         };
         if accepted {
             relay.log.push(LogEv::Arrive { pkt: p, hop: h });
@@ -452,8 +440,9 @@ impl Simulation {
         let now = self.now;
         let ri = r as usize;
         let mut out = Vec::new();
-        if let Pool::Poisson { queue, wake } = &mut self.relays[ri].pool {
-            if *wake != Some(now) {
+        let relay = &mut self.relays[ri];
+        if let Pool::Poisson(queue) = &mut relay.pool {
+            if relay.wake != Some(now) {
                 return; // superseded by an earlier wake-up
             }
             loop {
@@ -463,17 +452,14 @@ impl Simulation {
                 };
                 out.push((hop, n));
             }
-            *wake = queue.poll_timeout();
+            relay.wake = queue.poll_timeout();
         }
         for (hop, n) in out {
             let idx = self.relays[ri].log.len() as u32;
             self.relays[ri].log.push(LogEv::Depart { n });
             self.depart(hop, idx);
         }
-        if let Pool::Poisson {
-            wake: Some(next), ..
-        } = self.relays[ri].pool
-        {
+        if let Some(next) = self.relays[ri].wake {
             self.schedule(next, Ev::Wake(r));
         }
     }
@@ -483,11 +469,11 @@ impl Simulation {
         let ri = r as usize;
         let deficit = match &self.relays[ri].pool {
             Pool::Batch(q) => q.deficit(),
-            Pool::Poisson { .. } => return,
+            Pool::Poisson(_) => return,
         };
         let first = match &mut self.relays[ri].pool {
             Pool::Batch(q) => q.pop_round(now, &mut self.rng),
-            Pool::Poisson { .. } => None,
+            Pool::Poisson(_) => None,
         };
         let batch = match first {
             Some(b) => Some(b),
@@ -497,7 +483,7 @@ impl Simulation {
                 }
                 match &mut self.relays[ri].pool {
                     Pool::Batch(q) => q.pop_round(now, &mut self.rng),
-                    Pool::Poisson { .. } => None,
+                    Pool::Poisson(_) => None,
                 }
             }
         };
@@ -512,7 +498,7 @@ impl Simulation {
         }
         let next = match &self.relays[ri].pool {
             Pool::Batch(q) => q.poll_timeout(),
-            Pool::Poisson { .. } => return,
+            Pool::Poisson(_) => return,
         };
         self.schedule(next, Ev::Round(r));
     }

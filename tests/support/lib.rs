@@ -4,14 +4,21 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod http;
+pub mod stats;
+pub mod wire;
+
 use anyhow::{Context, Result, bail};
 use lethe_client::{Client, ClientConfig, ConnectOptions};
+use lethe_net::localnet::Localnet;
+
+/// One node of the network, from `localnet.json`.
+pub use lethe_net::localnet::NodeInfo;
 
 /// The directory holding the workspace's binaries for this test run (`target/debug` or
 /// `target/release`), next to the test executable's `deps/`. `cargo test --workspace`
@@ -69,20 +76,6 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// One node of the network, from `localnet.json`.
-#[derive(Clone, Debug)]
-pub struct NodeInfo {
-    pub name: String,
-    pub role: String,
-    pub layer: Option<u64>,
-    pub listen: String,
-    pub metrics: Option<SocketAddr>,
-    pub pid: u32,
-    pub log: PathBuf,
-    pub dir: PathBuf,
-    pub id: String,
-}
-
 /// A running local network; stopped when dropped.
 pub struct LocalNet {
     pub root: tempfile::TempDir,
@@ -93,7 +86,7 @@ pub struct LocalNet {
     /// The other authorities' URLs (clients use every one).
     pub mirrors: Vec<String>,
     pub nodes: Vec<NodeInfo>,
-    /// The exit service's address (`CLIENT@GATEWAY`) and log.
+    /// The exit service's address (`CLIENT.KEY@GATEWAY`) and log.
     pub exit: String,
     pub exit_log: PathBuf,
     /// The SOCKS5 proxy's listen address and log.
@@ -130,6 +123,8 @@ impl LocalNet {
             .env("LETHE_COVER_LOOP_MS", "0")
             .env("LETHE_COVER_DROP_MS", "0")
             .env("LETHE_COVER_MIX_LOOP_MS", "0")
+            .env("LETHE_COVER_DOWNSTREAM_MS", "0")
+            .env("LETHE_COVER_EXIT_MS", "0")
             .envs(env.iter().copied())
             .output()?;
         if !out.status.success() {
@@ -138,47 +133,30 @@ impl LocalNet {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("localnet.json"))?)?;
-        let s = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
-        let nodes = json["nodes"]
-            .as_array()
-            .context("nodes")?
-            .iter()
-            .map(|n| NodeInfo {
-                name: s(n, "name"),
-                role: s(n, "role"),
-                layer: n["layer"].as_u64(),
-                listen: s(n, "listen"),
-                metrics: n["metrics"].as_str().and_then(|m| m.parse().ok()),
-                pid: n["pid"].as_u64().unwrap_or(0) as u32,
-                log: s(n, "log").into(),
-                dir: s(n, "dir").into(),
-                id: s(n, "id"),
-            })
-            .collect();
+        let info = Localnet::read(&dir)?;
+        let mirrors = info.mirrors();
+        let Localnet {
+            directory,
+            authority_keys,
+            threshold,
+            exit,
+            exit_log,
+            socks,
+            socks_log,
+            nodes,
+            ..
+        } = info;
         Ok(LocalNet {
             prefix: prefix.to_string(),
-            directory: s(&json, "directory"),
-            authority_keys: json["authority_keys"]
-                .as_array()
-                .context("authority_keys")?
-                .iter()
-                .filter_map(|k| k.as_str().map(String::from))
-                .collect(),
-            threshold: json["threshold"].as_u64().unwrap_or(1) as usize,
-            mirrors: json["directories"]
-                .as_array()
-                .context("directories")?
-                .iter()
-                .skip(1)
-                .filter_map(|u| u.as_str().map(String::from))
-                .collect(),
+            directory,
+            authority_keys,
+            threshold,
+            mirrors,
             nodes,
-            exit: s(&json, "exit"),
-            exit_log: s(&json, "exit_log").into(),
-            socks: s(&json, "socks"),
-            socks_log: s(&json, "socks_log").into(),
+            exit,
+            exit_log,
+            socks,
+            socks_log,
             root,
             children: HashMap::new(),
         })
@@ -230,7 +208,13 @@ impl LocalNet {
         Command::new("kill")
             .args([&format!("-{signal}"), &pid.to_string()])
             .status()?;
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_stopped(name, Instant::now() + Duration::from_secs(15))
+    }
+
+    /// Wait until the (signalled) node `name` has exited, failing after `deadline`; returns
+    /// its status when it was a child of this test (restarted), else `None`.
+    fn wait_stopped(&mut self, name: &str, deadline: Instant) -> Result<Option<ExitStatus>> {
+        let pid = self.node(name).pid.to_string();
         if let Some(mut child) = self.children.remove(name) {
             loop {
                 if let Some(st) = child.try_wait()? {
@@ -243,7 +227,7 @@ impl LocalNet {
             }
         }
         while Command::new("kill")
-            .args(["-0", &pid.to_string()])
+            .args(["-0", &pid])
             .stderr(Stdio::null())
             .status()?
             .success()
@@ -298,27 +282,7 @@ impl LocalNet {
         }
         let deadline = Instant::now() + Duration::from_secs(15);
         for name in names {
-            let pid = self.node(name).pid.to_string();
-            if let Some(mut child) = self.children.remove(*name) {
-                while child.try_wait()?.is_none() {
-                    if Instant::now() > deadline {
-                        bail!("{name} did not stop within 15 s");
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                continue;
-            }
-            while Command::new("kill")
-                .args(["-0", &pid])
-                .stderr(Stdio::null())
-                .status()?
-                .success()
-            {
-                if Instant::now() > deadline {
-                    bail!("{name} did not stop within 15 s");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            self.wait_stopped(name, deadline)?;
         }
         for name in names {
             let path = self.node(name).dir.join("node.toml");
@@ -368,6 +332,20 @@ impl LocalNet {
 
     /// Create a client whose home is `gateway`, and connect it from `bind`.
     pub async fn client(&self, name: &str, gateway: &str, bind: &str) -> Result<Client> {
+        let dir = self.client_dir(name, gateway).await?;
+        Ok(Client::connect(
+            &dir,
+            ConnectOptions {
+                bind: Some(bind.parse()?),
+                ..Default::default()
+            },
+        )
+        .await?)
+    }
+
+    /// A client directory made with `init` (identity, recipient key, gateway), not
+    /// connected.
+    pub async fn client_dir(&self, name: &str, gateway: &str) -> Result<PathBuf> {
         let dir = self.root.path().join("clients").join(name);
         let cfg = ClientConfig {
             directory: self.directory.clone(),
@@ -378,14 +356,7 @@ impl LocalNet {
             network: None,
         };
         lethe_client::init(&dir, cfg).await?;
-        Ok(Client::connect(
-            &dir,
-            ConnectOptions {
-                bind: Some(bind.parse()?),
-                ..Default::default()
-            },
-        )
-        .await?)
+        Ok(dir)
     }
 }
 
@@ -403,6 +374,19 @@ impl Drop for LocalNet {
             .arg(self.root.path().join("net"))
             .stderr(Stdio::null())
             .status();
+        // Debugging a failure: `LETHE_TEST_KEEP=DIR` copies the network's directory (logs,
+        // keys, localnet.json) to DIR/PREFIX when a test panicked.
+        if std::thread::panicking()
+            && let Ok(keep) = std::env::var("LETHE_TEST_KEEP")
+        {
+            let to = Path::new(&keep).join(&self.prefix);
+            let _ = std::fs::create_dir_all(&to);
+            let _ = Command::new("cp")
+                .arg("-r")
+                .arg(self.root.path().join("net"))
+                .arg(&to)
+                .status();
+        }
     }
 }
 

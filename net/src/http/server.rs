@@ -15,7 +15,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use lethe_proto::limit::{Counters, source_prefix};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+
+use crate::shutdown::Shutdown;
 
 use super::{Handler, MAX_REQUEST_BODY, Request, Response};
 
@@ -63,7 +65,7 @@ async fn answer(handler: Handler, req: hyper::Request<Incoming>) -> Response {
 }
 
 /// Serve `handler` on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, handler: Handler, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, handler: Handler, mut shutdown: Shutdown) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let per_prefix: Arc<Mutex<Counters<IpAddr>>> = Arc::new(Mutex::new(Counters::new(
         MAX_CONNECTIONS_PER_PREFIX,
@@ -72,11 +74,11 @@ pub async fn serve(listener: TcpListener, handler: Handler, mut shutdown: watch:
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait() => return,
         };
         let accepted = tokio::select! {
             c = listener.accept() => c,
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait() => return,
         };
         let (stream, peer) = match accepted {
             Ok(c) => c,

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lethe_net::Sensitive;
+use lethe_proto::PoissonStream;
 use lethe_proto::limit::TokenBucket;
 use lethe_proto::mixloop::build_mix_loop;
-use lethe_proto::packet::sample_delay;
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -32,13 +32,6 @@ pub(super) fn cover_worker(
     use crossbeam_channel::RecvTimeoutError;
     let c = &shared.cfg.cover;
     let mut rng = rand::rng();
-    let gap = |rng: &mut rand::rngs::ThreadRng, rate: f64| {
-        sample_delay(
-            rng,
-            Duration::from_secs_f64(1.0 / rate),
-            Duration::from_secs(3600),
-        )
-    };
     let burst = c
         .max_per_sec
         .max(shared.cfg.mixing.batch_min_packets as f64);
@@ -53,15 +46,22 @@ pub(super) fn cover_worker(
                 .map_or(0.0, |t| t.body().cover.mix_loop_rate())
         }
     };
+    // The loop schedule is the one the simulator models relays with: a Poisson stream that
+    // keeps its rate when the thread is a little late and starts afresh when far behind.
+    let stream = |rate: f64| {
+        PoissonStream::new(rate).unwrap_or_else(|_| PoissonStream::new(0.0).expect("rate 0"))
+    };
     let mut loop_rate = current_loop_rate();
-    let mut next_loop = (loop_rate > 0.0).then(|| Instant::now() + gap(&mut rng, loop_rate));
+    let mut loops = stream(loop_rate);
+    loops.start(shared.now(), &mut rng);
+    let mut floor = stream(c.max_per_sec);
     let mut floor_on = false;
-    let mut next_floor: Option<Instant> = None;
     let mut round_wanted = 0usize;
     loop {
-        let now = Instant::now();
+        let now = shared.now();
         let mut wake = now + Duration::from_millis(250);
-        for t in [next_loop, next_floor].into_iter().flatten() {
+        let floor_next = floor_on.then(|| floor.poll_timeout()).flatten();
+        for t in [loops.poll_timeout(), floor_next].into_iter().flatten() {
             wake = wake.min(t);
         }
         let first = match requests.recv_timeout(wake.saturating_duration_since(now)) {
@@ -72,8 +72,11 @@ pub(super) fn cover_worker(
         for r in first.into_iter().chain(requests.try_iter()) {
             match r {
                 CoverRequest::Floor(on) => {
+                    if on && !floor_on {
+                        // The first floor packet at once, then the stream.
+                        floor.start_at(shared.now());
+                    }
                     floor_on = on;
-                    next_floor = on.then(Instant::now);
                 }
                 CoverRequest::Round(n) => round_wanted = n,
             }
@@ -81,30 +84,23 @@ pub(super) fn cover_worker(
         let rate = current_loop_rate();
         if rate != loop_rate {
             loop_rate = rate;
-            next_loop = (rate > 0.0).then(|| Instant::now() + gap(&mut rng, rate));
+            loops = stream(rate);
+            loops.start(shared.now(), &mut rng);
         }
         // Loops and floor cover stop at shutdown; round top-ups go on so the last rounds
         // can still leave during the grace period.
         let stopping = shared.shutting_down();
-        let now = Instant::now();
+        let now = shared.now();
         let mut wanted: Vec<CoverKind> = Vec::new();
-        if let Some(t) = next_loop
-            && t <= now
-        {
+        while loops.pop_due(now, &mut rng).is_some() {
             if !stopping {
                 wanted.push(CoverKind::Loop);
             }
-            // Keep the stream's schedule, but never catch up a backlog in a burst.
-            next_loop = Some((t + gap(&mut rng, loop_rate)).max(now));
         }
-        if floor_on
-            && let Some(t) = next_floor
-            && t <= now
-        {
+        while floor_on && floor.pop_due(now, &mut rng).is_some() {
             if !stopping {
                 wanted.push(CoverKind::Floor);
             }
-            next_floor = Some(now + gap(&mut rng, c.max_per_sec));
         }
         wanted.extend(std::iter::repeat_n(CoverKind::Round, round_wanted));
         round_wanted = 0;

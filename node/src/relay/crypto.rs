@@ -84,7 +84,16 @@ pub(super) fn crypto_worker(
                     }
                 }
                 Err(e) => {
-                    debug!(error = %e, "packet dropped");
+                    if e.kind() == lethe_proto::error::ErrorKind::Config {
+                        // Not the packet's fault: this relay's own key is unusable.
+                        lethe_net::warn_limited!(
+                            std::time::Duration::from_secs(60),
+                            error = %e,
+                            "cannot peel packets: fix this relay's keys"
+                        );
+                    } else {
+                        debug!(error = %e, "packet dropped");
+                    }
                     shared.metrics.count_drop(Reason::from_error(&e));
                 }
             }

@@ -112,7 +112,7 @@ pub(super) async fn directory_task(shared: Arc<Shared>) {
         let mut sd = shared.shutdown.clone();
         tokio::select! {
             _ = tokio::time::sleep_until(wake.into()) => {}
-            _ = sd.changed() => return,
+            () = sd.wait() => return,
         }
     }
 }

@@ -231,7 +231,11 @@ pub(super) async fn read_stream(
                 }
             }
             Ok(ReadOutcome::Frame(
-                FrameKind::Message | FrameKind::Reply | FrameKind::Describe | FrameKind::Descriptor,
+                FrameKind::Message
+                | FrameKind::Reply
+                | FrameKind::Describe
+                | FrameKind::Descriptor
+                | FrameKind::Cover,
             )) => {
                 shared.metrics.count_drop(Reason::BadFrame);
                 let _ = recv.stop(code::BAD_FRAME.into());

@@ -35,10 +35,11 @@ use std::time::Duration;
 
 use lethe_net::directory::DirectoryClient;
 use lethe_net::http;
+use lethe_net::shutdown::Shutdown;
 use lethe_net::tls::{self};
 use lethe_proto::limit::{Counters, KeyedBuckets, TokenBucket};
 use lethe_proto::{ClientId, Key32, Mailbox, Timestamp};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -83,7 +84,7 @@ impl Relay {
 
     /// Run until `shutdown` turns true, then stop cleanly: stop accepting, release queued
     /// packets at their times for the grace period, close links, return.
-    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), NodeError> {
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), NodeError> {
         let Relay {
             cfg,
             keys,
@@ -268,12 +269,7 @@ impl Relay {
         tasks.spawn(accept_loop(shared.clone(), job_tx));
 
         // Wait for shutdown.
-        let mut sd = shutdown.clone();
-        while !*sd.borrow() {
-            if sd.changed().await.is_err() {
-                break;
-            }
-        }
+        shutdown.clone().wait().await;
         info!("shutting down: no new connections; queued packets leave at their times");
         endpoint.set_server_config(None);
         let _ = scheduler.await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use lethe_proto::{AnonymityEstimator, BatchConfig, BatchQueue, MixQueue, Timestamp};
+use lethe_proto::{AnonymityEstimator, BatchConfig};
 use tokio::sync::mpsc;
 
 use crate::config::MixingStrategy;
@@ -24,39 +24,8 @@ pub(super) enum CoverRequest {
     Round(usize),
 }
 
-/// The mixing pool: a continuous-time queue or batch rounds.
-pub(super) enum Pool {
-    Poisson(MixQueue<Scheduled>),
-    Batch(BatchQueue<Scheduled>),
-}
-
-impl Pool {
-    pub(super) fn len(&self) -> usize {
-        match self {
-            Pool::Poisson(q) => q.len(),
-            Pool::Batch(b) => b.len(),
-        }
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub(super) fn push(&mut self, arrival: Timestamp, s: Scheduled, delay: Duration) -> bool {
-        match self {
-            Pool::Poisson(q) => q.push(arrival, s, delay).is_ok(),
-            // Batch mode ignores the requested delay (the cap was checked on processing).
-            Pool::Batch(b) => b.push(s).is_ok(),
-        }
-    }
-
-    pub(super) fn drain(&mut self) -> usize {
-        match self {
-            Pool::Poisson(q) => q.drain().count(),
-            Pool::Batch(b) => b.drain().count(),
-        }
-    }
-}
+/// The mixing pool (the simulator's too).
+pub(super) type Pool = lethe_proto::Pool<Scheduled>;
 
 /// How long a short batch round waits for its top-up before asking again.
 pub(super) const TOPUP_RETRY: Duration = Duration::from_millis(50);
@@ -71,15 +40,15 @@ pub(super) async fn scheduler(
 ) {
     let m = &shared.cfg.mixing;
     let mut pool = match m.strategy {
-        MixingStrategy::Poisson => Pool::Poisson(MixQueue::new(m.queue_capacity)),
-        MixingStrategy::Batch => Pool::Batch(BatchQueue::new(
+        MixingStrategy::Poisson => Pool::poisson(m.queue_capacity),
+        MixingStrategy::Batch => Pool::batch(
             shared.now(),
             BatchConfig {
                 round: Duration::from_millis(m.batch_round_ms),
                 min_packets: m.batch_min_packets,
                 capacity: m.queue_capacity,
             },
-        )),
+        ),
     };
     let mut estimate = AnonymityEstimator::new(Duration::from_millis(m.anonymity_window_ms));
     let floor = m.min_anonymity_bits;
@@ -98,7 +67,7 @@ pub(super) async fn scheduler(
     let mut inputs_open = true;
     loop {
         let wake = match &pool {
-            Pool::Poisson(q) => q.poll_timeout().map(|t| shared.instant(t)),
+            Pool::Poisson(_) => pool.poll_timeout().map(|t| shared.instant(t)),
             Pool::Batch(b) => Some(topup_retry.unwrap_or_else(|| shared.instant(b.poll_timeout()))),
         };
         let quiet_check = match drain_until {
@@ -110,7 +79,7 @@ pub(super) async fn scheduler(
                 Some(batch) => {
                     last_arrival = Instant::now();
                     for (arrival, delay, s) in batch {
-                        if pool.push(arrival, s, delay) {
+                        if pool.push(arrival, s, delay).is_ok() {
                             estimate.on_arrival(arrival);
                         } else {
                             shared.metrics.count_drop(Reason::QueueFull);
@@ -127,10 +96,8 @@ pub(super) async fn scheduler(
             },
             _ = sleep_until_opt(wake) => {}
             _ = gauge_tick.tick() => {}
-            r = shutdown.changed(), if drain_until.is_none() => {
-                if r.is_err() || *shutdown.borrow() {
-                    drain_until = Some(Instant::now() + grace);
-                }
+            () = shutdown.wait(), if drain_until.is_none() => {
+                drain_until = Some(Instant::now() + grace);
             }
             _ = sleep_until_opt(drain_until) => {}
             _ = sleep_until_opt(quiet_check) => {}

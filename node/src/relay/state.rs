@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use lethe_net::directory::DirectoryClient;
+use lethe_net::shutdown::Shutdown;
 use lethe_proto::limit::{Counters, KeyedBuckets, TokenBucket};
 use lethe_proto::topology::{NodeDescriptor, Role};
 use lethe_proto::{
     ClientId, EpochKey, Key32, Mailbox, NodeId, Packet, ReplayFilter, SphinxNode, Timestamp,
     Topology,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::{NodeConfig, NodeRole};
@@ -96,7 +97,7 @@ pub(super) struct Shared {
     pub(super) sessions: Mutex<HashMap<ClientId, Session>>,
     pub(super) session_seq: std::sync::atomic::AtomicU64,
     pub(super) mailbox: Mutex<Mailbox>,
-    pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) shutdown: Shutdown,
     /// Sphinx keys by epoch (newest first), each with its own replay filter.
     pub(super) ring: RwLock<Vec<Arc<EpochKeyState>>>,
     /// The node's directory (Sphinx key files live there).
@@ -177,7 +178,7 @@ impl Shared {
     }
 
     pub(super) fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.shutdown.is_set()
     }
 
     pub(super) fn descriptor(&self, published: u64, epoch: u64) -> NodeDescriptor {
@@ -201,6 +202,9 @@ impl Shared {
                 .collect(),
             tls_cert: self.keys.tls.cert_hash(),
             published,
+            family: None,
+            family_proof: None,
+            country: None,
         }
     }
 }
