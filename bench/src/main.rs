@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout)]
 
 mod hop;
+mod message;
 mod net;
 mod node;
 mod procs;
@@ -101,6 +102,14 @@ enum Cmd {
     Socks {
         #[command(flatten)]
         args: socks::SocksArgs,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Messages of any size with the real `lethe-client send` and `receive`: seconds from
+    /// `send` to the recipient's acknowledgement of the whole message, on cover or not.
+    Message {
+        #[command(flatten)]
+        args: message::MessageArgs,
         #[command(flatten)]
         out: Output,
     },
@@ -320,6 +329,36 @@ fn main() -> anyhow::Result<()> {
             );
             let no_curve = Plot::None("net: no plot (one operating point); use --json");
             render(&out, &cmd_line, &text, no_curve, &r)?;
+        }
+        Cmd::Message { args, out } => {
+            let rt = runtime(2)?;
+            let pb = bar();
+            let r = rt.block_on(message::run(&args, &pb))?;
+            pb.finish_and_clear();
+            let text = format!(
+                "messages through lethe-client send/receive; payload slot every {} ms, sender {}; MB = 10^6 bytes\n{}",
+                r.payload_mean_ms,
+                if r.sender_on_cover {
+                    "on cover"
+                } else {
+                    "without cover"
+                },
+                table(&message::HEADERS, &message::rows(&r))
+            );
+            render(
+                &out,
+                &cmd_line,
+                &text,
+                Plot::None("message: no plot; use --json"),
+                &r,
+            )?;
+            let failed: Vec<_> = r.runs.iter().filter(|m| !m.ok).collect();
+            if !failed.is_empty() {
+                for m in &failed {
+                    eprintln!("{} bytes failed: {:?}", m.size_bytes, m.error);
+                }
+                anyhow::bail!("{} of {} messages failed", failed.len(), r.runs.len());
+            }
         }
         Cmd::Socks { args, out } => {
             let rt = runtime(2)?;

@@ -22,6 +22,10 @@ pub mod keys;
 pub use config::{CONFIG_FILE, ClientConfig, NEWEST_FILE, address, init};
 pub mod cover;
 pub use cover::{Cover, LoopStats};
+pub mod accept;
+pub mod answer;
+pub mod forward;
+pub mod message;
 pub mod pipe;
 pub mod socks;
 

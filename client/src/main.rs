@@ -3,15 +3,15 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use lethe_client::message::MAX_MESSAGE_BYTES;
 use lethe_client::{Client, ClientConfig, ConnectOptions};
 use lethe_proto::ClientAddress;
-use lethe_proto::seal::MAX_SEALED_MESSAGE;
 
 #[derive(Parser)]
 #[command(
@@ -82,13 +82,26 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Send the message on standard input (up to one packet's payload) to ADDRESS.
+    /// Send a message (standard input, or --file; up to 64 MiB) to ADDRESS, on the cover
+    /// schedule, and wait until the recipient has acknowledged and written all of it (exit
+    /// status 0), or --timeout passes (non-zero, with the reason).
     Send {
         #[command(flatten)]
         net: Net,
         /// Recipient address, as printed by `lethe-client address`.
         #[arg(long)]
         to: String,
+        /// Send this file instead of standard input.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Give up when the recipient has not acknowledged the whole message after this
+        /// many seconds (an offline recipient is retried until then).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Send no cover traffic (by default the message's packets take the payload slots
+        /// of the client's cover streams, so that sending looks like idling).
+        #[arg(long)]
+        no_cover: bool,
     },
     /// Receive messages into OUT, one file per message.
     Receive {
@@ -181,23 +194,26 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                  the next rotation"
             );
         }
-        Cmd::Send { net, to } => {
+        Cmd::Send {
+            net,
+            to,
+            file,
+            timeout,
+            no_cover,
+        } => {
             let to: ClientAddress = to.parse().context("--to")?;
+            let limit = MAX_MESSAGE_BYTES as u64 + 1;
             let mut msg = Vec::new();
-            std::io::stdin()
-                .take(MAX_SEALED_MESSAGE as u64 + 1)
-                .read_to_end(&mut msg)?;
-            if msg.len() > MAX_SEALED_MESSAGE {
-                bail!("message is longer than one packet's {MAX_SEALED_MESSAGE} bytes");
+            match &file {
+                Some(p) => std::fs::File::open(p)
+                    .and_then(|f| f.take(limit).read_to_end(&mut msg))
+                    .with_context(|| format!("--file {}", p.display()))?,
+                None => std::io::stdin().take(limit).read_to_end(&mut msg)?,
+            };
+            if msg.len() > MAX_MESSAGE_BYTES {
+                bail!("the message is larger than the limit of {MAX_MESSAGE_BYTES} bytes");
             }
-            let client = Client::connect(&net.dir, net.options()).await?;
-            let delay = client.send(&to, &msg).await?;
-            client.close().await;
-            eprintln!(
-                "sent {} bytes; hop delays add up to {} ms",
-                msg.len(),
-                delay.as_millis()
-            );
+            send(net, to, msg, Duration::from_secs(timeout), no_cover).await?;
         }
         Cmd::Receive {
             net,
@@ -212,6 +228,16 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             client.subscribe().await?;
             let cover = start_cover(&client, no_cover)?;
             let deadline = timeout.map(|s| Instant::now() + Duration::from_secs(s));
+            let (tx, mut delivered) = tokio::sync::mpsc::channel(16);
+            let messages = client.take_messages().await;
+            let (stop, stopped) = lethe_net::shutdown::channel();
+            let mut service = tokio::spawn(lethe_client::message::receive(
+                client.clone(),
+                messages,
+                out_dir.clone(),
+                tx,
+                stopped,
+            ));
             let mut got = 0usize;
             while count.is_none_or(|c| got < c) {
                 let wait = match deadline {
@@ -221,15 +247,25 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 if wait.is_zero() {
                     break;
                 }
-                let Some(msg) = client.recv_timeout(wait).await else {
-                    if deadline.is_some() {
+                tokio::select! {
+                    p = delivered.recv() => {
+                        let Some(path) = p else { break };
+                        println!("{}", path.display());
+                        got += 1;
+                    }
+                    r = &mut service => {
+                        r.context("the receiving task failed")??;
                         break;
                     }
-                    continue;
-                };
-                let path = write_message(&out_dir, &msg)?;
-                println!("{}", path.display());
-                got += 1;
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            // Answer the messages already written until their senders know (bounded); the
+            // senders of unfinished ones retransmit to the next `receive`.
+            stop.fire();
+            let drain = lethe_client::message::DRAIN + Duration::from_secs(1);
+            if !service.is_finished() && tokio::time::timeout(drain, &mut service).await.is_err() {
+                service.abort();
             }
             if let Some(c) = cover {
                 c.stop().await;
@@ -293,22 +329,87 @@ fn start_cover(
     }
 }
 
-/// Write `msg` to the first free `message-NNNNNN` in `dir`.
-fn write_message(dir: &Path, msg: &[u8]) -> anyhow::Result<PathBuf> {
-    for i in 1.. {
-        let p = dir.join(format!("message-{i:06}"));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&p)
-        {
-            Ok(mut f) => {
-                std::io::Write::write_all(&mut f, msg)?;
-                return Ok(p);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| p.display().to_string()),
-        }
+/// Send `msg` on a stream to `to`, with a progress bar on a terminal, until the recipient
+/// acknowledged it all or `timeout` passes.
+async fn send(
+    net: Net,
+    to: ClientAddress,
+    msg: Vec<u8>,
+    timeout: Duration,
+    no_cover: bool,
+) -> anyhow::Result<()> {
+    use lethe_client::forward::{Opener, OpenerConfig};
+    use lethe_client::message::{self, SendOptions};
+    let total = msg.len() as u64;
+    let client = Arc::new(Client::connect(&net.dir, net.options()).await?);
+    let opener = Opener::start(client.clone(), OpenerConfig::default()).await?;
+    let cover = start_cover(&client, no_cover)?;
+    let (tx, mut rx) = tokio::sync::watch::channel(0u64);
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} acknowledged, {bytes_per_sec}, {elapsed}",
+    ) {
+        bar.set_style(style);
     }
-    unreachable!()
+    let started = Instant::now();
+    // Progress, and a word when the recipient says nothing for a while.
+    let watcher = {
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            let mut last_change = Instant::now();
+            let mut told = false;
+            loop {
+                match tokio::time::timeout(Duration::from_secs(1), rx.changed()).await {
+                    Ok(Ok(())) => {
+                        bar.set_position(*rx.borrow());
+                        last_change = Instant::now();
+                        told = false;
+                    }
+                    Ok(Err(_)) => return,
+                    Err(_) => {}
+                }
+                if !told && last_change.elapsed() >= SILENCE_NOTE {
+                    told = true;
+                    bar.suspend(|| {
+                        eprintln!(
+                            "no acknowledgement from the recipient for {} s (offline? busy?); \
+                             retrying until the timeout",
+                            last_change.elapsed().as_secs()
+                        )
+                    });
+                }
+            }
+        })
+    };
+    let result = message::send(
+        &opener,
+        to,
+        msg,
+        SendOptions {
+            timeout,
+            progress: Some(tx),
+        },
+    )
+    .await;
+    watcher.abort();
+    bar.finish_and_clear();
+    if let Some(c) = cover {
+        c.stop().await;
+    }
+    drop(opener);
+    if let Ok(c) = Arc::try_unwrap(client) {
+        c.close().await;
+    }
+    result?;
+    eprintln!(
+        "delivered {total} bytes: the recipient acknowledged all of them in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
+
+/// How long `send` waits without any acknowledgement before it says so.
+const SILENCE_NOTE: Duration = Duration::from_secs(15);

@@ -1,20 +1,48 @@
-//! One stream between a TCP connection and the mixnet, shared by the SOCKS proxy
-//! ([`crate::socks`]) and the exit service (`lethe-node --role exit`): the I/O around
-//! [`lethe_proto::stream`]'s sans-IO [`Sender`] and [`Receiver`].
+//! One stream between a local byte stream and the mixnet, shared by the SOCKS proxy
+//! ([`crate::socks`]), the exit service (`lethe-node --role exit`) and messages
+//! ([`crate::message`]): the I/O around [`lethe_proto::stream`]'s sans-IO [`Sender`] and
+//! [`Receiver`].
 //!
-//! The two ends differ only in how a chunk leaves ([`Transport`]): the proxy wraps it in a
-//! forward packet to the exit and attaches fresh SURBs; the exit puts it in one of the SURBs
-//! the client sent, and can send only while it holds one.
+//! The ends differ only in how a chunk leaves ([`Transport`]): the opener wraps it in a
+//! forward packet to the peer and attaches fresh SURBs ([`crate::forward`]); the answering
+//! end puts it in one of the SURBs the opener sent ([`crate::answer`]), and can send only
+//! while it holds one. The local side is a TCP connection (proxy, exit) or an in-memory
+//! pipe to the message code ([`Local`]).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use lethe_net::clock::Clock;
 use lethe_proto::stream::{Chunk, Connection, End, Receiver, Sender, StreamId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+
+/// The local side of a stream: something to read the bytes to send from and write the
+/// bytes received to.
+pub trait Local: Send + 'static {
+    /// The reading half.
+    type Read: AsyncRead + Unpin + Send;
+    /// The writing half.
+    type Write: AsyncWrite + Unpin + Send;
+    /// Split for reading and writing at once.
+    fn split(self) -> (Self::Read, Self::Write);
+    /// Close the writing half with an error (a TCP RST), not a clean end of stream.
+    fn abort(w: &Self::Write);
+}
+
+impl Local for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        let _ = self.set_nodelay(true);
+        self.into_split()
+    }
+    fn abort(w: &OwnedWriteHalf) {
+        let _ = w.as_ref().set_zero_linger();
+    }
+}
 
 /// Why a chunk could not leave.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +100,8 @@ pub struct Pipe {
     pub received_any: bool,
     /// The proxy: answer the SOCKS request when the exit confirms or refuses.
     pub socks_reply_pending: bool,
+    /// Where to publish the data bytes the peer has acknowledged (a sender's progress).
+    pub progress: Option<watch::Sender<u64>>,
 }
 
 /// The longest a chunk may wait to leave (a payload slot, a full link): past it the stream
@@ -83,7 +113,7 @@ pub const TRANSMIT_TIMEOUT: Duration = Duration::from_secs(60);
 const FINAL_FLUSH: Duration = Duration::from_secs(1);
 
 /// Write what is left for the local peer, for at most [`FINAL_FLUSH`].
-async fn flush(conn: &mut Connection, clock: &Clock, w: &mut OwnedWriteHalf) {
+async fn flush<W: AsyncWrite + Unpin>(conn: &mut Connection, clock: &Clock, w: &mut W) {
     let _ = tokio::time::timeout(FINAL_FLUSH, async {
         while let Some(front) = conn.outbox().and_then(|o| o.front()) {
             match w.write(front).await {
@@ -107,12 +137,12 @@ async fn transmit<T: Transport>(transport: &mut T, c: Chunk) -> Result<(), PipeE
 }
 
 impl Pipe {
-    /// Run the stream until it ends. `tcp` is the local connection (none when the exit
+    /// Run the stream until it ends. `local` is the local side (none when the exit
     /// refused before connecting); `inbox` brings the peer's chunks.
-    pub async fn run<T: Transport>(
+    pub async fn run<T: Transport, L: Local>(
         self,
         transport: &mut T,
-        tcp: Option<TcpStream>,
+        local: Option<L>,
         inbox: mpsc::Receiver<Chunk>,
     ) -> PipeEnd {
         let started = Instant::now();
@@ -123,13 +153,13 @@ impl Pipe {
             self.config,
             self.sender,
             self.receiver,
-            tcp.is_some(),
+            local.is_some(),
             self.socks_reply_pending,
         );
         if self.received_any {
             conn.set_received_any();
         }
-        let end = drive(&mut conn, &clock, transport, tcp, inbox).await;
+        let end = drive(&mut conn, &clock, transport, local, inbox, self.progress).await;
         tracing::debug!(
             ?end,
             secs = started.elapsed().as_secs_f64(),
@@ -142,17 +172,17 @@ impl Pipe {
 }
 
 /// Pump bytes and time between the connection, the local TCP connection and the transport.
-async fn drive<T: Transport>(
+async fn drive<T: Transport, L: Local>(
     conn: &mut Connection,
     clock: &Clock,
     transport: &mut T,
-    tcp: Option<TcpStream>,
+    local: Option<L>,
     mut inbox: mpsc::Receiver<Chunk>,
+    progress: Option<watch::Sender<u64>>,
 ) -> PipeEnd {
-    let (mut rd, mut wr): (Option<OwnedReadHalf>, Option<OwnedWriteHalf>) = match tcp {
-        Some(t) => {
-            let _ = t.set_nodelay(true);
-            let (r, w) = t.into_split();
+    let (mut rd, mut wr): (Option<L::Read>, Option<L::Write>) = match local {
+        Some(l) => {
+            let (r, w) = l.split();
             (Some(r), Some(w))
         }
         None => (None, None),
@@ -160,10 +190,18 @@ async fn drive<T: Transport>(
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         conn.handle_timeout(clock.now());
+        if let Some(p) = &progress {
+            p.send_if_modified(|v| {
+                let acked = conn.sender().acked_bytes();
+                let changed = *v != acked;
+                *v = acked;
+                changed
+            });
+        }
         if conn.take_abort() {
             // Close with an error (RST), not a clean end of stream.
             if let Some(w) = wr.take() {
-                let _ = w.as_ref().set_zero_linger();
+                L::abort(&w);
             }
             rd = None;
         }
@@ -186,7 +224,7 @@ async fn drive<T: Transport>(
             if conn.take_abort()
                 && let Some(w) = wr.take()
             {
-                let _ = w.as_ref().set_zero_linger();
+                L::abort(&w);
             }
             if matches!(end, End::Closed | End::PeerReset(_))
                 && let Some(w) = wr.as_mut()

@@ -4,14 +4,13 @@ mod allow;
 mod config;
 mod service;
 mod target;
-mod transport;
 
 pub use allow::{AllowList, is_special};
 pub use config::{EXIT_FILE, ExitError, ExitFile, ExitSection, address, init, is_exit};
 pub use lethe_client::ClientConfig;
 pub use service::run;
 #[allow(unused_imports)]
-use {service::*, target::*, transport::*};
+use {service::*, target::*};
 
 #[cfg(test)]
 mod tests {

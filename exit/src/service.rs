@@ -1,17 +1,17 @@
 //! The service: dispatch the chunks of incoming messages to their streams (opening new
-//! ones within `max_streams`, refusing late `Open`s of ended ones), and drive each stream
-//! between its target and the mixnet.
+//! ones within `max_streams`, refusing late `Open`s of ended ones: [`Acceptor`]), and drive
+//! each stream between its target and the mixnet, answering in the client's SURBs
+//! ([`SurbTransport`]).
 
-use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lethe_client::accept::{Acceptor, Offered};
+use lethe_client::answer::SurbTransport;
 use lethe_client::pipe::{Pipe, PipeConfig, Transport};
 use lethe_client::{Client, ConnectOptions};
 use lethe_net::Sensitive;
-use lethe_net::clock::lock;
-use lethe_proto::NodeId;
 use lethe_proto::socks::Reply;
 use lethe_proto::stream::{Body, Chunk, Receiver, Sender, SenderConfig, StreamEvent, StreamId};
 use tokio::sync::mpsc;
@@ -22,10 +22,14 @@ use crate::*;
 
 pub(crate) struct Ctx {
     pub(crate) client: Arc<Client>,
-    pub(crate) gateway: NodeId,
     pub(crate) cfg: ExitSection,
     pub(crate) allow: AllowList,
-    pub(crate) streams: Mutex<HashMap<StreamId, mpsc::Sender<Chunk>>>,
+}
+
+impl Ctx {
+    fn transport(&self) -> SurbTransport {
+        SurbTransport::new(self.client.clone(), self.cfg.max_surbs_per_stream)
+    }
 }
 
 /// Run the exit in `dir` until `shutdown` turns true or the gateway connection closes.
@@ -43,11 +47,9 @@ pub async fn run(dir: &Path, mut shutdown: lethe_net::shutdown::Shutdown) -> Res
     client.subscribe().await?;
     let mut messages = client.take_messages().await;
     let ctx = Arc::new(Ctx {
-        gateway: client.address().gateway,
         client: Arc::new(client),
         cfg: file.exit,
         allow,
-        streams: Mutex::new(HashMap::new()),
     });
     // The exit's sending shows nothing of its streams: its replies wait for the slots of
     // the payload stream every exit shares (the directory's exit rate), cover fills the rest.
@@ -68,8 +70,7 @@ pub async fn run(dir: &Path, mut shutdown: lethe_net::shutdown::Shutdown) -> Res
         }
     };
     info!(rules = ctx.allow.0.len(), "exit service running");
-    // Streams that ended recently: a late retransmission of their Open must not reopen them.
-    let mut ended = RecentlyEnded::default();
+    let mut streams = Acceptor::new(ctx.cfg.max_streams, 256);
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<StreamId>();
     let mut dropped = 0u64;
     loop {
@@ -79,8 +80,7 @@ pub async fn run(dir: &Path, mut shutdown: lethe_net::shutdown::Shutdown) -> Res
                 None => break,
             },
             Some(id) = ended_rx.recv() => {
-                lock(&ctx.streams).remove(&id);
-                ended.insert(id, Instant::now());
+                streams.ended(id, Instant::now());
                 continue;
             }
             _ = shutdown.wait() => break,
@@ -93,80 +93,31 @@ pub async fn run(dir: &Path, mut shutdown: lethe_net::shutdown::Shutdown) -> Res
                 continue;
             }
         };
-        let id = chunk.stream;
-        let inbox = lock(&ctx.streams).get(&id).cloned();
-        if let Some(tx) = inbox {
-            let _ = tx.try_send(chunk);
-            continue;
+        match streams.offer(chunk, Instant::now()) {
+            Offered::Delivered | Offered::Ignored => {}
+            Offered::Refused(chunk) => {
+                debug!("stream limit reached; refusing a stream");
+                // Making the refusal's packet is Sphinx work: not on this loop.
+                let c = ctx.clone();
+                tokio::spawn(async move { refuse(&c, chunk).await });
+            }
+            Offered::Opened(chunk, rx) => {
+                let id = chunk.stream;
+                let (c, done) = (ctx.clone(), ended_tx.clone());
+                tokio::spawn(async move {
+                    serve_stream(c, chunk, rx).await;
+                    let _ = done.send(id);
+                });
+            }
         }
-        let opens = chunk.seq == 0 && matches!(chunk.body, Some(Body::Open(Some(_))));
-        if !opens || ended.contains(&id, Instant::now()) {
-            continue;
-        }
-        if lock(&ctx.streams).len() >= ctx.cfg.max_streams {
-            debug!("stream limit reached; refusing a stream");
-            // Making the refusal's packet is Sphinx work: not on this loop.
-            let c = ctx.clone();
-            tokio::spawn(async move { refuse(&c, chunk).await });
-            continue;
-        }
-        let (tx, rx) = mpsc::channel(256);
-        lock(&ctx.streams).insert(id, tx);
-        let (c, done) = (ctx.clone(), ended_tx.clone());
-        tokio::spawn(async move {
-            serve_stream(c, chunk, rx).await;
-            let _ = done.send(id);
-        });
     }
     info!("exit service stopping");
     Ok(())
 }
 
 /// Answer an `Open` we cannot serve with a reset, in one of its own SURBs.
-/// How long an ended stream's id is remembered, and how many are at most.
-pub(crate) const ENDED_MEMORY: Duration = Duration::from_secs(120);
-
-pub(crate) const ENDED_MAX: usize = 65_536;
-
-/// Ids of streams that ended in the last [`ENDED_MEMORY`] (at most [`ENDED_MAX`]), forgotten
-/// in the order they ended.
-#[derive(Default)]
-pub(crate) struct RecentlyEnded {
-    order: VecDeque<(Instant, StreamId)>,
-    ids: std::collections::HashSet<StreamId>,
-}
-
-impl RecentlyEnded {
-    fn insert(&mut self, id: StreamId, now: Instant) {
-        self.expire(now);
-        if self.order.len() >= ENDED_MAX
-            && let Some((_, old)) = self.order.pop_front()
-        {
-            self.ids.remove(&old);
-        }
-        if self.ids.insert(id) {
-            self.order.push_back((now, id));
-        }
-    }
-
-    fn contains(&mut self, id: &StreamId, now: Instant) -> bool {
-        self.expire(now);
-        self.ids.contains(id)
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while let Some(&(t, old)) = self.order.front() {
-            if now.saturating_duration_since(t) < ENDED_MEMORY {
-                break;
-            }
-            self.order.pop_front();
-            self.ids.remove(&old);
-        }
-    }
-}
-
 pub(crate) async fn refuse(ctx: &Arc<Ctx>, mut chunk: Chunk) {
-    let mut t = ExitTransport::new(ctx.clone());
+    let mut t = ctx.transport();
     t.on_chunk(&mut chunk, Instant::now());
     let reply = Chunk {
         stream: chunk.stream,
@@ -183,7 +134,7 @@ pub(crate) async fn refuse(ctx: &Arc<Ctx>, mut chunk: Chunk) {
 
 pub(crate) async fn serve_stream(ctx: Arc<Ctx>, mut first: Chunk, inbox: mpsc::Receiver<Chunk>) {
     let id = first.stream;
-    let mut transport = ExitTransport::new(ctx.clone());
+    let mut transport = ctx.transport();
     transport.on_chunk(&mut first, Instant::now());
     let mut receiver = Receiver::new(64);
     let target = receiver
@@ -229,26 +180,8 @@ pub(crate) async fn serve_stream(ctx: Arc<Ctx>, mut first: Chunk, inbox: mpsc::R
         receiver,
         received_any: true,
         socks_reply_pending: false,
+        progress: None,
     };
     let end = pipe.run(&mut transport, tcp, inbox).await;
     debug!(?end, "stream ended");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ended_streams_are_remembered_for_a_while_then_forgotten() {
-        let mut e = RecentlyEnded::default();
-        let t0 = Instant::now();
-        let id: StreamId = 7;
-        e.insert(id, t0);
-        assert!(e.contains(&id, t0 + Duration::from_secs(60)));
-        assert!(!e.contains(&id, t0 + ENDED_MEMORY));
-        assert!(
-            e.order.is_empty() && e.ids.is_empty(),
-            "expired ids are dropped"
-        );
-    }
 }

@@ -420,6 +420,11 @@ pub struct SenderConfig {
     pub max_rto: Duration,
     /// Data bytes per chunk (see [`max_data_len`]).
     pub max_data: usize,
+    /// Slow start: chunks in flight before the first ack (the allowance then grows by one
+    /// for each chunk acknowledged, up to `window`); `None` sends the whole window at once.
+    /// A peer that does not answer (offline: its gateway keeps what arrives in a bounded
+    /// mailbox) then gets only this many chunks and their retransmissions.
+    pub initial_window: Option<usize>,
 }
 
 impl Default for SenderConfig {
@@ -432,6 +437,7 @@ impl Default for SenderConfig {
             min_rto: Duration::from_millis(500),
             max_rto: Duration::from_secs(60),
             max_data: max_data_len(0),
+            initial_window: None,
         }
     }
 }
@@ -440,6 +446,11 @@ impl SenderConfig {
     fn validate(&self) -> Result<(), StreamError> {
         let reason = if self.window == 0 {
             "window must be at least 1"
+        } else if self
+            .initial_window
+            .is_some_and(|w| w == 0 || w > self.window)
+        {
+            "initial_window must be 1..=window"
         } else if self.max_data == 0 || self.max_data > max_data_len(0) {
             "max_data must be 1..=max_data_len(0)"
         } else if self.min_rto.is_zero() || self.min_rto > self.max_rto {
@@ -540,6 +551,10 @@ pub struct Sender {
     rtt: RttEstimator,
     last_backoff: Option<Timestamp>,
     failed: Option<Verdict>,
+    /// Data bytes the peer acknowledged so far.
+    acked_bytes: u64,
+    /// Chunks allowed in flight now (slow start up to the window).
+    allowance: usize,
 }
 
 impl fmt::Debug for Sender {
@@ -570,6 +585,8 @@ impl Sender {
             rtt: RttEstimator::new(config.initial_rto, config.min_rto, config.max_rto),
             last_backoff: None,
             failed: None,
+            acked_bytes: 0,
+            allowance: config.initial_window.unwrap_or(config.window),
             config,
         })
     }
@@ -623,6 +640,11 @@ impl Sender {
     /// Chunks sent and not yet acknowledged.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Data bytes the peer has acknowledged (a sender's progress).
+    pub fn acked_bytes(&self) -> u64 {
+        self.acked_bytes
     }
 
     /// The round-trip estimate.
@@ -707,7 +729,7 @@ impl Sender {
                 return Some(self.chunk(seq, body));
             }
         }
-        if self.in_flight.len() >= self.config.window {
+        if self.in_flight.len() >= self.allowance {
             return None;
         }
         let body = if let Some(target) = self.open.take() {
@@ -767,9 +789,14 @@ impl Sender {
         // The latest send time among the acknowledged chunks sent once.
         let mut proven: Option<Timestamp> = None;
         for seq in acked {
-            if let Some(f) = self.in_flight.remove(&seq)
-                && f.retries == 0
-            {
+            let Some(f) = self.in_flight.remove(&seq) else {
+                continue;
+            };
+            self.allowance = (self.allowance + 1).min(self.config.window);
+            if let Body::Data(d) = &f.body {
+                self.acked_bytes += d.len() as u64;
+            }
+            if f.retries == 0 {
                 let r = now - f.last_sent;
                 sample = Some(sample.map_or(r, |s: Duration| s.min(r)));
                 proven = Some(proven.map_or(f.last_sent, |p: Timestamp| p.max(f.last_sent)));

@@ -286,6 +286,66 @@ fn the_window_bounds_chunks_in_flight() {
 }
 
 #[test]
+fn slow_start_sends_a_few_chunks_until_the_peer_answers_then_grows_to_the_window() {
+    let cfg = SenderConfig {
+        window: 32,
+        initial_window: Some(4),
+        ..SenderConfig::default()
+    };
+    let mut s = Sender::new(ID, cfg).unwrap();
+    s.push(&vec![1u8; max_data_len(0) * 1000]).unwrap();
+    let now = Timestamp::ZERO;
+    let first: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(now))
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(
+        first,
+        vec![0, 1, 2, 3],
+        "a silent peer gets the first four only"
+    );
+    // Retransmissions of those four, nothing new, while nobody answers.
+    let later = now + Duration::from_secs(10);
+    let again: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(later))
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(again, vec![0, 1, 2, 3]);
+    // Each acknowledged chunk allows one more: four acked, eight may fly.
+    s.on_ack(
+        later + ms(300),
+        &AckFrame {
+            cumulative: 4,
+            ranges: Vec::new(),
+        },
+    );
+    let grown = std::iter::from_fn(|| s.poll_transmit(later + ms(300))).count();
+    assert_eq!(grown, 8);
+    // And never past the window.
+    for round in 1..10u32 {
+        let t = later + ms(300 + 300 * u64::from(round));
+        s.on_ack(
+            t,
+            &AckFrame {
+                cumulative: s.next_seq,
+                ranges: Vec::new(),
+            },
+        );
+        std::iter::from_fn(|| s.poll_transmit(t)).count();
+        assert!(s.in_flight() <= 32);
+    }
+    assert_eq!(s.in_flight(), 32, "the whole window flies once it has grown");
+    assert!(
+        Sender::new(
+            ID,
+            SenderConfig {
+                initial_window: Some(0),
+                ..SenderConfig::default()
+            }
+        )
+        .is_err()
+    );
+}
+
+#[test]
 fn one_ack_acknowledges_many_chunks_individually() {
     let mut s = Sender::new(ID, SenderConfig::default()).unwrap();
     s.push(&vec![1u8; max_data_len(0) * 10]).unwrap();
@@ -302,6 +362,16 @@ fn one_ack_acknowledges_many_chunks_individually() {
     // 0, 1, 4, 5, 7, 8, 9 acked; 2, 3, 6 still out
     assert_eq!(s.in_flight(), 3);
     assert_eq!(s.rtt().srtt(), Some(ms(300)));
+    // progress counts the data of the seven acknowledged chunks, once each
+    assert_eq!(s.acked_bytes(), 7 * max_data_len(0) as u64);
+    s.on_ack(
+        now + ms(400),
+        &AckFrame {
+            cumulative: 2,
+            ranges: vec![(4, 5)],
+        },
+    );
+    assert_eq!(s.acked_bytes(), 7 * max_data_len(0) as u64);
     // only those three are retransmitted when their timers expire
     let later = now + s.rtt().rto() + Duration::from_secs(5);
     let again: Vec<u32> = std::iter::from_fn(|| s.poll_transmit(later))

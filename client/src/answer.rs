@@ -1,47 +1,53 @@
-//! How the exit's chunks leave: inside the SURBs the client sent, newest first, and only
-//! while they are young enough for the client to still hold their keys.
+//! A stream's answering end (the exit service's, a message's recipient's): its chunks leave
+//! inside the SURBs the opener sent, newest first, and only while they are young enough for
+//! the opener to still hold their keys.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lethe_client::pipe::{PipeError, Transport};
-use lethe_client::socks::{QUEUED_PER_STREAM, SLOT_TIMEOUT};
+use lethe_proto::NodeId;
 use lethe_proto::stream::Chunk;
 use lethe_proto::surb::Surb;
 
-#[allow(unused_imports)]
-use crate::*;
+use crate::forward::{DEFAULT_SURB_TTL, QUEUED_PER_STREAM, SLOT_TIMEOUT};
+use crate::pipe::{PipeError, Transport};
+use crate::{Client, ClientError};
 
-/// SURBs older than this are dropped unused: a minute less than the time the proxy keeps a
-/// SURB's key by default ([`lethe_client::socks::DEFAULT_SURB_TTL`]), and the newest are
-/// used first, so old ones would be used only when the pool runs low, for replies nobody
-/// could read.
-pub(crate) const SURB_MAX_AGE: Duration =
-    Duration::from_secs(lethe_client::socks::DEFAULT_SURB_TTL.as_secs() - 60);
+/// SURBs older than this are dropped unused: a minute less than the time the opener keeps
+/// a SURB's key by default ([`DEFAULT_SURB_TTL`]), and the newest are used first, so old
+/// ones would be used only when the pool runs low, for answers nobody could read.
+pub const SURB_MAX_AGE: Duration = Duration::from_secs(DEFAULT_SURB_TTL.as_secs() - 60);
 
-/// Sends in the client's SURBs.
-pub(crate) struct ExitTransport {
-    ctx: Arc<Ctx>,
+/// Sends in the opener's SURBs.
+pub struct SurbTransport {
+    client: Arc<Client>,
+    /// Our gateway: a SURB must start there.
+    gateway: NodeId,
+    /// Most SURBs held; older ones are dropped beyond it.
+    max_surbs: usize,
     /// When each SURB came, oldest first.
     pool: VecDeque<(Instant, Vec<u8>)>,
-    /// This stream's packets still waiting for the exit's payload slots (exit cover): at
-    /// most [`QUEUED_PER_STREAM`], as at the proxy, so the streams share the slots and a
+    /// This stream's packets still waiting for the payload slots: at most
+    /// [`QUEUED_PER_STREAM`], as at the opener, so the streams share the slots and a
     /// retransmission never queues behind a long backlog of its own stream.
     queued: VecDeque<tokio::sync::oneshot::Receiver<()>>,
 }
 
-impl ExitTransport {
-    pub(crate) fn new(ctx: Arc<Ctx>) -> Self {
-        ExitTransport {
-            ctx,
+impl SurbTransport {
+    /// A stream's transport through `client`, holding at most `max_surbs` SURBs.
+    pub fn new(client: Arc<Client>, max_surbs: usize) -> Self {
+        SurbTransport {
+            gateway: client.address().gateway,
+            client,
+            max_surbs,
             pool: VecDeque::new(),
             queued: VecDeque::new(),
         }
     }
 }
 
-impl Transport for ExitTransport {
+impl Transport for SurbTransport {
     fn ready(&self) -> bool {
         // The newest SURB is usable (if it is too old, so are all the others).
         self.pool
@@ -55,7 +61,7 @@ impl Transport for ExitTransport {
                 .into_iter()
                 .map(|s| (now, s)),
         );
-        while self.pool.len() > self.ctx.cfg.max_surbs_per_stream
+        while self.pool.len() > self.max_surbs
             || self
                 .pool
                 .front()
@@ -79,13 +85,13 @@ impl Transport for ExitTransport {
         while self.queued.len() >= QUEUED_PER_STREAM {
             if let Some(oldest) = self.queued.pop_front() {
                 match tokio::time::timeout(SLOT_TIMEOUT, oldest).await {
-                    Ok(r) => r.map_err(|_| lethe_client::ClientError::Closed)?,
+                    Ok(r) => r.map_err(|_| ClientError::Closed)?,
                     Err(_) => return Err(PipeError::SlotTimeout(SLOT_TIMEOUT)),
                 }
             }
         }
         let msg = chunk.encode()?;
-        // Newest first: the client chose the latest SURBs' routes knowing most (a relay it
+        // Newest first: the opener chose the latest SURBs' routes knowing most (a relay it
         // found dead is in none of them); older ones are used when the new are gone.
         let now = Instant::now();
         while let Some((came, bytes)) = self.pool.pop_back() {
@@ -98,14 +104,14 @@ impl Transport for ExitTransport {
             let Ok(surb) = Surb::from_bytes(&bytes) else {
                 continue;
             };
-            if surb.first_hop() != self.ctx.gateway {
+            if surb.first_hop() != self.gateway {
                 continue;
             }
             // A SURB that cannot carry the chunk (malformed) is dropped, not the stream.
             let Ok((_, packet)) = surb.into_packet(&msg) else {
                 continue;
             };
-            match self.ctx.client.send_packet_tracked(&packet).await {
+            match self.client.send_packet_tracked(&packet).await {
                 Ok(written) => self.queued.push_back(written),
                 Err(e) => {
                     lethe_net::warn_limited!(Duration::from_secs(10), error = %e, "cannot send to the gateway");
