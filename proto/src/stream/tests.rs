@@ -332,7 +332,11 @@ fn slow_start_sends_a_few_chunks_until_the_peer_answers_then_grows_to_the_window
         std::iter::from_fn(|| s.poll_transmit(t)).count();
         assert!(s.in_flight() <= 32);
     }
-    assert_eq!(s.in_flight(), 32, "the whole window flies once it has grown");
+    assert_eq!(
+        s.in_flight(),
+        32,
+        "the whole window flies once it has grown"
+    );
     assert!(
         Sender::new(
             ID,
