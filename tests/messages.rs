@@ -205,6 +205,66 @@ async fn an_offline_recipient_gets_its_message_when_it_comes_online() {
         "only the whole message, not the abandoned one"
     );
     assert_eq!(have[0].1, data);
+
+    // Bob restarts in the middle of a message: nothing half-written is left, and the
+    // sender learns that its message broke off (instead of retransmitting until its
+    // timeout) and says to send it again.
+    let out2 = net.root_path().join("bob-inbox-2");
+    let mut first = receive(&bob, "127.92.7.2:0", &out2, 1, 240);
+    let (file, _) = random_file(&files, "cut", 1024 * 1024);
+    let sender = {
+        let (alice, to, file) = (alice.clone(), to.clone(), file.clone());
+        std::thread::spawn(move || send(&alice, "127.92.7.1:0", &to, &file, &["--timeout", "240"]))
+    };
+    wait_for_partial(&out2, 128 * 1024, &sender).await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = receive(&bob, "127.92.7.2:0", &out2, 1, 120);
+    let restarted = Instant::now();
+    let (o, _) = tokio::task::spawn_blocking(move || sender.join().unwrap())
+        .await
+        .unwrap();
+    let said = text(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "a message cut off is not delivered: {said}"
+    );
+    assert!(said.contains("broke the message off"), "{said}");
+    eprintln!(
+        "recipient restarted: the sender knew {:.1} s later",
+        restarted.elapsed().as_secs_f64()
+    );
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(
+        messages_in(&out2).is_empty(),
+        "no message from a cut-off stream"
+    );
+}
+
+/// Wait until the recipient has written `bytes` of a message in progress.
+async fn wait_for_partial(
+    out: &Path,
+    bytes: u64,
+    sender: &std::thread::JoinHandle<(Output, Duration)>,
+) {
+    let partial = out.join(lethe_client::message::PARTIAL_DIR);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let written: u64 = std::fs::read_dir(&partial)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if written >= bytes {
+            return;
+        }
+        assert!(!sender.is_finished(), "the send ended too early");
+        assert!(Instant::now() < deadline, "the message never got going");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,23 +283,7 @@ async fn a_message_survives_a_mix_killed_for_good() {
         std::thread::spawn(move || send(&alice, "127.93.7.1:0", &to, &file, &["--timeout", "300"]))
     };
     // Kill a middle mix once a quarter of the message is on the recipient's disk.
-    let partial = out.join(lethe_client::message::PARTIAL_DIR);
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let written: u64 = std::fs::read_dir(&partial)
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        if written >= 256 * 1024 {
-            break;
-        }
-        assert!(!sender.is_finished(), "the send ended before the kill");
-        assert!(Instant::now() < deadline, "the message never got going");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_partial(&out, 256 * 1024, &sender).await;
     net.kill_node("mix-2a").unwrap();
     let killed = Instant::now();
     let (o, _) = tokio::task::spawn_blocking(move || sender.join().unwrap())

@@ -24,8 +24,13 @@ pub enum Offered {
     Opened(Chunk, mpsc::Receiver<Chunk>),
     /// It would open a new stream, but the limit is reached: refuse it.
     Refused(Chunk),
-    /// It belongs to no stream we have (not an `Open`, or the stream ended): dropped.
+    /// It belongs to a stream that ended a short while ago: dropped.
     Ignored,
+    /// It belongs to no stream we know and is not its `Open` (we restarted, or the `Open`
+    /// was lost). The caller may tell the peer (a reset) rather than leave it
+    /// retransmitting into nothing; then it calls [`Acceptor::ended`], so that it does so
+    /// once.
+    Unknown(Chunk),
 }
 
 /// The streams of an answering end.
@@ -53,9 +58,12 @@ impl Acceptor {
             let _ = tx.try_send(chunk);
             return Offered::Delivered;
         }
-        let opens = chunk.seq == 0 && matches!(chunk.body, Some(Body::Open(_)));
-        if !opens || self.ended.contains(&chunk.stream, now) {
+        if self.ended.contains(&chunk.stream, now) {
             return Offered::Ignored;
+        }
+        let opens = chunk.seq == 0 && matches!(chunk.body, Some(Body::Open(_)));
+        if !opens {
+            return Offered::Unknown(chunk);
         }
         if self.streams.len() >= self.max_streams {
             return Offered::Refused(chunk);
@@ -169,6 +177,9 @@ mod tests {
                 ranges: Vec::new(),
             },
         );
+        assert!(matches!(a.offer(ack.clone(), t0), Offered::Unknown(_)));
+        // once answered, it counts as ended for a while
+        a.ended(3, t0);
         assert!(matches!(a.offer(ack, t0), Offered::Ignored));
         a.ended(1, t0);
         assert!(a.is_empty());

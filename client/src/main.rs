@@ -260,12 +260,27 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
-            // Answer the messages already written until their senders know (bounded); the
-            // senders of unfinished ones retransmit to the next `receive`.
+            // Answer the messages already written until their senders know (bounded); those
+            // that end meanwhile are written, named and printed too. The senders of
+            // unfinished ones learn that they broke off from the next `receive`.
             stop.fire();
-            let drain = lethe_client::message::DRAIN + Duration::from_secs(1);
-            if !service.is_finished() && tokio::time::timeout(drain, &mut service).await.is_err() {
-                service.abort();
+            let drain_end = Instant::now() + lethe_client::message::DRAIN + Duration::from_secs(1);
+            while !service.is_finished() {
+                tokio::select! {
+                    Some(path) = delivered.recv() => {
+                        println!("{}", path.display());
+                        got += 1;
+                    }
+                    _ = &mut service => break,
+                    _ = tokio::time::sleep_until(drain_end.into()) => {
+                        service.abort();
+                        break;
+                    }
+                }
+            }
+            while let Ok(path) = delivered.try_recv() {
+                println!("{}", path.display());
+                got += 1;
             }
             if let Some(c) = cover {
                 c.stop().await;

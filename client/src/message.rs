@@ -28,9 +28,11 @@ use lethe_proto::stream::{
     Chunk, End, Receiver, Sender, SenderConfig, StreamEvent, StreamId, max_sealed_data_len,
 };
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf, ReadHalf, WriteHalf,
+};
 use tokio::sync::{mpsc, watch};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::accept::{Acceptor, Offered};
 use crate::answer::SurbTransport;
@@ -82,6 +84,10 @@ pub enum SendError {
         if *.acked == 0 { " (nothing: it may be offline, or its address wrong; what reached its gateway's mailbox is handed over when it comes online, so a message that fit there whole may still arrive)" } else { "" }
     )]
     TimedOut { secs: u64, acked: u64, total: u64 },
+    #[error(
+        "the recipient broke the message off (code {code:?}) with {acked} of {total} bytes acknowledged: it could not store it, or restarted and lost its beginning; send it again"
+    )]
+    BrokenOff { code: Reply, acked: u64, total: u64 },
     #[error("the message's stream ended ({end:?}) with {acked} of {total} bytes acknowledged")]
     Failed {
         end: PipeEnd,
@@ -98,7 +104,9 @@ impl SendError {
     /// What the caller can do about it.
     pub fn kind(&self) -> SendErrorKind {
         match self {
-            SendError::TimedOut { .. } | SendError::Failed { .. } => SendErrorKind::RetryLater,
+            SendError::TimedOut { .. } | SendError::Failed { .. } | SendError::BrokenOff { .. } => {
+                SendErrorKind::RetryLater
+            }
             SendError::TooLarge { .. } | SendError::Refused { .. } => SendErrorKind::Refused,
             SendError::Client(_) | SendError::Stream(_) => SendErrorKind::Local,
         }
@@ -165,13 +173,14 @@ pub async fn send(
     let (local, app) = MemLocal::pair();
     // The application's end: write the message, then read until the recipient ends.
     let app_task = tokio::spawn(async move {
-        let (mut rd, mut wr) = tokio::io::split(app.stream);
+        let (mut rd, mut wr) = app.split();
         let writing = async move {
             wr.write_all(&data).await?;
             wr.shutdown().await
         };
-        let mut sink = Vec::new();
-        let reading = rd.read_to_end(&mut sink);
+        // The recipient sends nothing but its Fin: whatever else comes is thrown away.
+        let mut sink = tokio::io::sink();
+        let reading = tokio::io::copy(&mut rd, &mut sink);
         let _ = tokio::join!(writing, reading);
     });
     let outcome =
@@ -182,7 +191,12 @@ pub async fn send(
     opener.ended(id, clean);
     match outcome {
         Ok(PipeEnd::Ended(End::Closed)) => Ok(()),
-        Ok(PipeEnd::Ended(End::PeerReset(code))) => Err(SendError::Refused { code }),
+        Ok(PipeEnd::Ended(End::PeerReset(
+            code @ (Reply::CommandNotSupported | Reply::NotAllowedByRuleset),
+        ))) => Err(SendError::Refused { code }),
+        Ok(PipeEnd::Ended(End::PeerReset(code))) => {
+            Err(SendError::BrokenOff { code, acked, total })
+        }
         Ok(end) => Err(SendError::Failed { end, acked, total }),
         Err(_) => Err(SendError::TimedOut {
             secs: opts.timeout.as_secs(),
@@ -238,16 +252,26 @@ pub async fn receive(
             _ = tokio::time::sleep_until(drain_end), if draining.is_some() => return Ok(()),
         };
         let Ok(chunk) = Chunk::decode(&msg) else {
-            if draining.is_some() {
-                continue;
+            // A one-packet message (Client::send): as it is (it has no retransmission, so
+            // it is written even while draining).
+            match write_new(&out_dir, &msg) {
+                Ok(path) => {
+                    let _ = delivered.send(path).await;
+                }
+                Err(e) => warn!(error = %e, "a one-packet message could not be written"),
             }
-            // A one-packet message (Client::send): as it is.
-            let path = write_new(&out_dir, &msg).map_err(io)?;
-            let _ = delivered.send(path).await;
             continue;
         };
         match streams.offer(chunk, Instant::now()) {
             Offered::Delivered | Offered::Ignored => {}
+            // A chunk of a message we do not have (we restarted in its middle): tell its
+            // sender, in its own SURBs, so it sends the message again rather than
+            // retransmitting into nothing until its timeout.
+            Offered::Unknown(chunk) if !chunk.surbs.is_empty() && proves_lost(&chunk) => {
+                streams.ended(chunk.stream, Instant::now());
+                tokio::spawn(break_off(client.clone(), chunk));
+            }
+            Offered::Unknown(_) => {}
             Offered::Refused(_) => {
                 debug!("too many incoming messages at once; one waits for its retransmission");
             }
@@ -271,6 +295,32 @@ pub async fn receive(
             }
         }
     }
+}
+
+/// Whether a chunk of a message we do not have shows that we had it once (and lost it by a
+/// restart), rather than having overtaken its `Open` on the way (the mixnet reorders): it
+/// acknowledges something of ours, or it lies beyond what a sender sends before its first
+/// acknowledgement (slow start).
+fn proves_lost(c: &Chunk) -> bool {
+    c.ack
+        .as_ref()
+        .is_some_and(|a| a.cumulative > 0 || !a.ranges.is_empty())
+        || (c.body.is_some() && c.seq >= MESSAGE_INITIAL_WINDOW as u32)
+}
+
+/// Tell the sender of a message we do not have that it broke off: a reset in its SURBs.
+async fn break_off(client: Arc<Client>, mut chunk: Chunk) {
+    use crate::pipe::Transport;
+    let mut t = SurbTransport::new(client, MAX_SURBS);
+    t.on_chunk(&mut chunk, Instant::now());
+    let reset = Chunk {
+        stream: chunk.stream,
+        seq: u32::MAX,
+        body: Some(lethe_proto::stream::Body::Reset(Reply::GeneralFailure)),
+        ack: None,
+        surbs: Vec::new(),
+    };
+    let _ = tokio::time::timeout(crate::pipe::TRANSMIT_TIMEOUT, t.transmit(reset)).await;
 }
 
 /// One incoming message: acknowledge, write to disk, and when whole, name it, hand its
@@ -338,12 +388,13 @@ async fn keep(
     out_dir: &Path,
     delivered: &mpsc::Sender<PathBuf>,
 ) -> Option<PathBuf> {
-    let (mut rd, mut wr) = tokio::io::split(app.stream);
+    let (mut rd, mut wr) = app.split();
     let result = async {
         let mut f = tokio::fs::File::create(file).await.ok()?;
         let mut buf = vec![0u8; 16 * 1024];
         let mut len = 0usize;
         loop {
+            // An error: the stream broke off before the sender's Fin.
             let n = rd.read(&mut buf).await.ok()?;
             if n == 0 {
                 break;
@@ -355,23 +406,19 @@ async fn keep(
             }
             f.write_all(&buf[..n]).await.ok()?;
         }
-        // End of stream: whole only if the sender finished (not a broken stream).
-        if !app.fin.load(Ordering::Acquire) {
-            return None;
-        }
         f.sync_all().await.ok()?;
         drop(f);
-        let path = claim_name(out_dir).ok()?;
-        std::fs::rename(file, &path).ok()?;
-        Some(path)
+        publish(file, out_dir).ok()
     }
     .await;
     match &result {
-        // Whole and named: now the sender may learn it arrived.
+        // Whole, on disk and named: now the sender may learn it arrived.
         Some(path) => {
             let _ = delivered.send(path.clone()).await;
             let _ = wr.shutdown().await;
         }
+        // Dropping our writing half without a shutdown resets the stream: the sender
+        // learns that the message did not arrive.
         None => {
             let _ = std::fs::remove_file(file);
         }
@@ -379,16 +426,18 @@ async fn keep(
     result
 }
 
-/// Reserve the first free `message-NNNNNN` in `dir` (an empty file, to be replaced).
-fn claim_name(dir: &Path) -> std::io::Result<PathBuf> {
-    for i in 1.. {
+/// Give the whole message in `tmp` the first free `message-NNNNNN` name in `dir` (a hard
+/// link, so a name never shows a partial or empty file), drop `tmp`, and make the new name
+/// durable.
+fn publish(tmp: &Path, dir: &Path) -> std::io::Result<PathBuf> {
+    for i in 1u64.. {
         let p = dir.join(format!("message-{i:06}"));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&p)
-        {
-            Ok(_) => return Ok(p),
+        match std::fs::hard_link(tmp, &p) {
+            Ok(()) => {
+                std::fs::remove_file(tmp)?;
+                std::fs::File::open(dir)?.sync_all()?;
+                return Ok(p);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -396,48 +445,79 @@ fn claim_name(dir: &Path) -> std::io::Result<PathBuf> {
     unreachable!("the names run out after u64::MAX")
 }
 
-/// Write `msg` to the first free `message-NNNNNN` in `dir`.
+/// Write the one-packet message `msg` to the first free `message-NNNNNN` in `dir`.
 pub fn write_new(dir: &Path, msg: &[u8]) -> std::io::Result<PathBuf> {
-    let path = claim_name(dir)?;
-    let tmp = dir.join(PARTIAL_DIR).join(format!(
-        "one-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("x")
-    ));
-    std::fs::create_dir_all(dir.join(PARTIAL_DIR))?;
-    std::fs::write(&tmp, msg)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+    let partial = dir.join(PARTIAL_DIR);
+    std::fs::create_dir_all(&partial)?;
+    let tmp = partial.join(format!("one-{:016x}", rand::rng().next_u64()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, msg)?;
+        f.sync_all()?;
+        publish(&tmp, dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
-/// The stream driver's end of an in-memory pipe to the message code. Its writing half
-/// marks a clean end (the peer's `Fin`), which a dropped or aborted pipe does not.
+/// The stream driver's end of an in-memory pipe to the message code. A clean end of
+/// either direction is a shutdown of its writing half, which marks a flag; a half dropped
+/// without it (a stream cut off, a message the recipient could not store) reads as an
+/// error at the other end, never as a clean end.
 pub(crate) struct MemLocal {
     stream: DuplexStream,
-    fin: Arc<AtomicBool>,
+    /// The peer's Fin has reached the application.
+    peer_fin: Arc<AtomicBool>,
+    /// The application finished its half: the stream may send our Fin.
+    app_done: Arc<AtomicBool>,
 }
 
 /// The message code's end.
 struct AppEnd {
     stream: DuplexStream,
-    /// The peer finished its half: the bytes read before the end are all of them.
-    fin: Arc<AtomicBool>,
+    peer_fin: Arc<AtomicBool>,
+    app_done: Arc<AtomicBool>,
 }
 
 impl MemLocal {
     fn pair() -> (MemLocal, AppEnd) {
         let (a, b) = tokio::io::duplex(64 * 1024);
-        let fin = Arc::new(AtomicBool::new(false));
+        let (peer_fin, app_done) = (Arc::default(), Arc::default());
         (
             MemLocal {
                 stream: a,
-                fin: fin.clone(),
+                peer_fin: Arc::clone(&peer_fin),
+                app_done: Arc::clone(&app_done),
             },
-            AppEnd { stream: b, fin },
+            AppEnd {
+                stream: b,
+                peer_fin,
+                app_done,
+            },
         )
     }
 }
 
-/// The driver's writing half: shutting it down is the peer's `Fin`.
+impl AppEnd {
+    /// Reading (an error unless the peer finished) and writing (shut it down to finish).
+    fn split(self) -> (FinReader, FinWriter) {
+        let (r, w) = tokio::io::split(self.stream);
+        (
+            FinReader {
+                inner: r,
+                clean: self.peer_fin,
+            },
+            FinWriter {
+                inner: w,
+                fin: self.app_done,
+            },
+        )
+    }
+}
+
+/// A writing half whose shutdown is a clean end.
 pub(crate) struct FinWriter {
     inner: WriteHalf<DuplexStream>,
     fin: Arc<AtomicBool>,
@@ -462,21 +542,55 @@ impl AsyncWrite for FinWriter {
     }
 }
 
+/// A reading half that reports the end of the stream only if the other side shut its
+/// writing half down; otherwise (dropped) an error.
+pub(crate) struct FinReader {
+    inner: ReadHalf<DuplexStream>,
+    clean: Arc<AtomicBool>,
+}
+
+impl AsyncRead for FinReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let wanted = buf.remaining() > 0;
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(()))
+                if wanted
+                    && buf.filled().len() == before
+                    && !self.clean.load(Ordering::Acquire) =>
+            {
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the other side broke off",
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
 impl Local for MemLocal {
-    type Read = ReadHalf<DuplexStream>;
+    type Read = FinReader;
     type Write = FinWriter;
-    fn split(self) -> (Self::Read, FinWriter) {
+    fn split(self) -> (FinReader, FinWriter) {
         let (r, w) = tokio::io::split(self.stream);
         (
-            r,
+            FinReader {
+                inner: r,
+                clean: self.app_done,
+            },
             FinWriter {
                 inner: w,
-                fin: self.fin,
+                fin: self.peer_fin,
             },
         )
     }
     fn abort(_: &FinWriter) {
-        // Dropping it without a shutdown is the error: `fin` stays false.
+        // Dropping it without a shutdown is the error.
     }
 }
 
@@ -485,42 +599,82 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn only_a_shutdown_marks_the_end_of_a_whole_message() {
-        // The peer's Fin: the driver shuts its writing half down.
-        let (local, mut app) = MemLocal::pair();
+    async fn only_a_shutdown_is_a_clean_end_either_way() {
+        // The peer's Fin: the driver shuts its writing half down; the app reads to the end.
+        let (local, app) = MemLocal::pair();
         let (_r, mut w) = local.split();
+        let (mut ar, _aw) = app.split();
         w.write_all(b"whole").await.unwrap();
         w.shutdown().await.unwrap();
         let mut got = Vec::new();
-        app.stream.read_to_end(&mut got).await.unwrap();
+        ar.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"whole");
-        assert!(app.fin.load(Ordering::Acquire));
 
         // A broken stream: the driver drops its halves (aborted or gone) without a shutdown.
-        let (local, mut app) = MemLocal::pair();
+        let (local, app) = MemLocal::pair();
         let (r, mut w) = local.split();
+        let (mut ar, _aw) = app.split();
         w.write_all(b"part").await.unwrap();
         MemLocal::abort(&w);
         drop((r, w));
         let mut got = Vec::new();
-        app.stream.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got, b"part");
         assert!(
-            !app.fin.load(Ordering::Acquire),
+            ar.read_to_end(&mut got).await.is_err(),
             "a cut stream is not a message"
         );
+        assert_eq!(got, b"part");
+
+        // The app could not store the message: it drops its writing half, and the driver
+        // reads an error (so it resets the stream), not the end that would send our Fin.
+        let (local, app) = MemLocal::pair();
+        let (mut r, _w) = local.split();
+        let (ar, aw) = app.split();
+        drop((ar, aw));
+        let mut buf = [0u8; 8];
+        assert!(r.read(&mut buf).await.is_err());
+        // ...and when it did store it, a clean end.
+        let (local, app) = MemLocal::pair();
+        let (mut r, _w) = local.split();
+        let (_ar, mut aw) = app.split();
+        aw.shutdown().await.unwrap();
+        assert_eq!(r.read(&mut buf).await.unwrap(), 0);
     }
 
     #[test]
-    fn names_are_claimed_once_and_in_order() {
+    fn only_a_chunk_from_after_the_first_answer_proves_a_message_lost() {
+        use lethe_proto::stream::{AckFrame, Body};
+        let chunk = |seq: u32, cumulative: Option<u32>| Chunk {
+            stream: 1,
+            seq,
+            body: Some(Body::Data(vec![0; 8])),
+            ack: cumulative.map(|cumulative| AckFrame {
+                cumulative,
+                ranges: Vec::new(),
+            }),
+            surbs: Vec::new(),
+        };
+        // Overtook its Open: early in the slow start, acknowledging nothing of ours.
+        assert!(!proves_lost(&chunk(3, None)));
+        assert!(!proves_lost(&chunk(3, Some(0))));
+        // Acknowledges our Open, or was sent after an acknowledgement of ours.
+        assert!(proves_lost(&chunk(3, Some(1))));
+        assert!(proves_lost(&chunk(MESSAGE_INITIAL_WINDOW as u32, None)));
+    }
+
+    #[test]
+    fn names_are_taken_once_and_in_order_and_never_empty() {
         let dir = tempfile::tempdir().unwrap();
         let a = write_new(dir.path(), b"a").unwrap();
         let b = write_new(dir.path(), b"b").unwrap();
         assert!(a.ends_with("message-000001") && b.ends_with("message-000002"));
         assert_eq!(std::fs::read(&b).unwrap(), b"b");
+        // Only the two names and the empty partial folder: no temporary file left.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
         assert_eq!(
-            claim_name(dir.path()).unwrap(),
-            dir.path().join("message-000003")
+            std::fs::read_dir(dir.path().join(PARTIAL_DIR))
+                .unwrap()
+                .count(),
+            0
         );
     }
 }

@@ -94,7 +94,7 @@ pub async fn run(dir: &Path, mut shutdown: lethe_net::shutdown::Shutdown) -> Res
             }
         };
         match streams.offer(chunk, Instant::now()) {
-            Offered::Delivered | Offered::Ignored => {}
+            Offered::Delivered | Offered::Ignored | Offered::Unknown(_) => {}
             Offered::Refused(chunk) => {
                 debug!("stream limit reached; refusing a stream");
                 // Making the refusal's packet is Sphinx work: not on this loop.
