@@ -223,11 +223,15 @@ impl Client {
         // runtime (say, a download it is busy reading) does not shift when packets leave.
         let link = LinkRuntime::start()?;
         let (gw_addr, gw_cert) = (gw.address, gw.tls_cert);
+        // Strict downstream cover: pad what we send to one size, so that the transport's
+        // acknowledgements of what the gateway writes do not vary (THREAT_MODEL.md).
+        let cover = topology.body().cover;
+        let padded = cover.downstream_strict && cover.downstream_mean_ms > 0;
         let (endpoint, conn, send) = link
             .handle
             .spawn(async move {
                 let endpoint = quinn::Endpoint::client(bind).map_err(NetError::Io)?;
-                let conn = tls::connect(&endpoint, &id, gw_addr, gw_cert).await?;
+                let conn = tls::connect_with(&endpoint, &id, gw_addr, gw_cert, padded).await?;
                 let send = conn.open_uni().await.map_err(NetError::Connection)?;
                 Ok::<_, ClientError>((endpoint, conn, send))
             })

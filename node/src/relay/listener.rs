@@ -38,6 +38,14 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, jobs: crossbeam_channel::Se
         let relay = shared
             .topology()
             .is_some_and(|t| t.node_at(&remote).is_some());
+        // Strict downstream cover: a client's link pads every datagram to one size, so the
+        // acknowledgements we send it look alike whatever their fields hold.
+        let padded = !relay
+            && shared.is_gateway()
+            && shared.topology().is_some_and(|t| {
+                let c = t.body().cover;
+                c.downstream_strict && c.downstream_mean_ms > 0
+            });
         let counters = if relay {
             &shared.relay_connections
         } else {
@@ -57,7 +65,16 @@ pub(super) async fn accept_loop(shared: Arc<Shared>, jobs: crossbeam_channel::Se
         let jobs = jobs.clone();
         tokio::spawn(async move {
             let peer = Sensitive::new(remote);
-            match incoming.await {
+            let connecting = if padded {
+                incoming.accept_with(sh.padded_server.clone())
+            } else {
+                incoming.accept()
+            };
+            let connected = match connecting {
+                Ok(c) => c.await,
+                Err(e) => Err(e),
+            };
+            match connected {
                 // Handshakes are counted once they succeed: Initials that can never complete
                 // spend only their own prefix's connection slots, for the handshake's time.
                 Ok(conn) if !lock(&sh.handshakes).try_take(sh.now()) => {

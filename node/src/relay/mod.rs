@@ -108,6 +108,8 @@ impl Relay {
         }
         .remember_in(dir.join("newest-document"));
         let server_cfg = tls::server_config(&keys.tls)?;
+        let mut padded_server = server_cfg.clone();
+        padded_server.transport_config(tls::padded_transport_config());
         let endpoint = quinn::Endpoint::server(server_cfg, cfg.node.listen).map_err(|source| {
             NodeError::Bind {
                 addr: cfg.node.listen,
@@ -130,6 +132,7 @@ impl Relay {
             directory,
             topology: RwLock::new(None),
             endpoint: endpoint.clone(),
+            padded_server: Arc::new(padded_server),
             links: Mutex::new(HashMap::new()),
             link_tasks: Mutex::new(JoinSet::new()),
             sessions: Mutex::new(HashMap::new()),

@@ -92,6 +92,9 @@ pub(super) struct Shared {
     pub(super) directory: DirectoryClient,
     pub(super) topology: RwLock<Option<Arc<Topology>>>,
     pub(super) endpoint: quinn::Endpoint,
+    /// The endpoint's server settings with every datagram padded to one size: a gateway
+    /// accepts its clients with them when the directory publishes strict downstream cover.
+    pub(super) padded_server: Arc<quinn::ServerConfig>,
     pub(super) links: Mutex<HashMap<NodeId, mpsc::Sender<Packet>>>,
     pub(super) link_tasks: Mutex<JoinSet<()>>,
     pub(super) sessions: Mutex<HashMap<ClientId, Session>>,
