@@ -94,6 +94,16 @@ enum Cmd {
         /// First three octets of the network's loopback addresses.
         #[arg(long, default_value = "127.90.0")]
         prefix: String,
+        /// Client cover: mean ms between payload, loop and drop sends, e.g. `20,200,200`
+        /// (the network default; `0,0,0`, the default here, turns it off).
+        #[arg(long, value_delimiter = ',', default_value = "0,0,0")]
+        cover_ms: Vec<u64>,
+        /// Downstream cover: mean ms between a gateway's slots to each client (0 = off).
+        #[arg(long, default_value_t = 0)]
+        downstream_ms: u64,
+        /// Downstream cover mode: `burst` or `strict`.
+        #[arg(long, default_value = "burst")]
+        downstream_mode: String,
         #[command(flatten)]
         out: Output,
     },
@@ -286,9 +296,15 @@ fn main() -> anyhow::Result<()> {
             mean_delay_ms,
             repo,
             prefix,
+            cover_ms,
+            downstream_ms,
+            downstream_mode,
             out,
         } => {
             anyhow::ensure!(clients >= 2, "--clients must be at least 2");
+            let cover_ms: [u64; 3] = cover_ms
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("--cover-ms takes three values: payload,loop,drop"))?;
             let rt = runtime(2)?;
             let pb = bar();
             let r = rt.block_on(net::run(
@@ -299,6 +315,9 @@ fn main() -> anyhow::Result<()> {
                     mean_delay_ms,
                     repo,
                     prefix,
+                    cover_ms,
+                    downstream_ms,
+                    downstream_mode,
                 },
                 &pb,
             ))?;
@@ -314,6 +333,8 @@ fn main() -> anyhow::Result<()> {
                     "p99 ms",
                     "p99.9 ms",
                     "cover share",
+                    "kB/s up per client",
+                    "kB/s down per client",
                 ],
                 &[vec![
                     r.clients.to_string(),
@@ -325,6 +346,8 @@ fn main() -> anyhow::Result<()> {
                     format!("{:.1}", r.latency.p99_us as f64 / 1000.0),
                     format!("{:.1}", r.latency.p999_us as f64 / 1000.0),
                     format!("{:.2}", r.cover_share),
+                    format!("{:.1}", r.upstream_kb_per_client),
+                    format!("{:.1}", r.downstream_kb_per_client),
                 ]],
             );
             let no_curve = Plot::None("net: no plot (one operating point); use --json");

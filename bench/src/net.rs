@@ -31,6 +31,13 @@ pub struct NetOpts {
     pub repo: PathBuf,
     /// First three octets of the network's loopback addresses.
     pub prefix: String,
+    /// Client cover the directory publishes and the bench's clients send: mean ms between
+    /// payload, loop and drop sends (all 0: no cover, as before issue 12).
+    pub cover_ms: [u64; 3],
+    /// Downstream cover: mean ms between a gateway's slots to each client (0 = off).
+    pub downstream_ms: u64,
+    /// `burst` or `strict`.
+    pub downstream_mode: String,
 }
 
 /// Results of `net`.
@@ -44,9 +51,18 @@ pub struct NetReport {
     pub delivery_ratio: f64,
     pub throughput_msgs_per_sec: f64,
     pub latency: Percentiles,
-    /// Share of bytes on client links that is cover traffic. Clients send no cover traffic
-    /// yet, so this is 0 until they do.
+    /// Share of the bytes on client links, both ways, that is cover (not the measured
+    /// messages): drop and loop packets, empty payload slots, downstream cover frames.
     pub cover_share: f64,
+    /// Cover settings: payload, loop, drop, downstream mean ms, downstream mode.
+    pub cover_ms: [u64; 3],
+    pub downstream_ms: u64,
+    pub downstream_mode: String,
+    /// Bytes per second one client sends (Sphinx packets) and receives (delivery frames),
+    /// mean over clients: with cover on, what an idle client costs too (its payload slots
+    /// are then all cover).
+    pub upstream_kb_per_client: f64,
+    pub downstream_kb_per_client: f64,
 }
 
 /// A network started by `scripts/localnet.sh start`; stopped (`localnet.sh stop`) when
@@ -124,13 +140,15 @@ pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Re
         &opts.prefix,
         &[
             ("LETHE_MEAN_DELAY_MS", opts.mean_delay_ms.to_string()),
-            // Only the bench's own clients load the network: neither the local SOCKS proxy
-            // nor the mixes send cover.
-            ("LETHE_COVER_PAYLOAD_MS", "0".to_string()),
-            ("LETHE_COVER_LOOP_MS", "0".to_string()),
-            ("LETHE_COVER_DROP_MS", "0".to_string()),
+            // The bench's own clients (and the local SOCKS proxy, idle) send the client
+            // cover the directory publishes; the mixes' own loops stay off, as in the runs
+            // BENCHMARKS.md records.
+            ("LETHE_COVER_PAYLOAD_MS", opts.cover_ms[0].to_string()),
+            ("LETHE_COVER_LOOP_MS", opts.cover_ms[1].to_string()),
+            ("LETHE_COVER_DROP_MS", opts.cover_ms[2].to_string()),
             ("LETHE_COVER_MIX_LOOP_MS", "0".to_string()),
-            ("LETHE_COVER_DOWNSTREAM_MS", "0".to_string()),
+            ("LETHE_COVER_DOWNSTREAM_MS", opts.downstream_ms.to_string()),
+            ("LETHE_COVER_DOWNSTREAM_MODE", opts.downstream_mode.clone()),
             ("LETHE_COVER_EXIT_MS", "0".to_string()),
         ],
     )?;
@@ -151,6 +169,17 @@ pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Re
         c.subscribe().await?;
         clients.push(Arc::new(c));
     }
+    let covers = if opts.cover_ms.iter().any(|&m| m > 0) {
+        clients
+            .iter()
+            .map(|c| c.start_cover())
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
+    };
+    // What the clients had received before the measured stretch (loops, cover frames).
+    let received_before: Vec<u64> = clients.iter().map(|c| frames_received(c)).collect();
+    let started = Instant::now();
     let addrs: Vec<_> = clients.iter().map(|c| c.address()).collect();
     let capacity = (opts.clients as f64 * opts.rate * opts.secs * 3.0) as usize + 1024;
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..capacity).map(|_| AtomicU64::new(0)).collect());
@@ -246,6 +275,29 @@ pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Re
     for l in &per_client {
         all.merge(l);
     }
+    let elapsed = started.elapsed().as_secs_f64();
+    let received: u64 = clients
+        .iter()
+        .zip(&received_before)
+        .map(|(c, b)| frames_received(c).saturating_sub(*b))
+        .sum::<u64>()
+        + delivered;
+    let mut packets_up = 0u64;
+    for cover in covers {
+        let counts = cover.stop().await;
+        packets_up += ["real", "payload_cover", "loop", "drop"]
+            .iter()
+            .map(|k| counts.get(k).copied().unwrap_or(0))
+            .sum::<u64>();
+    }
+    // Without cover every packet up is a message; down, a message or nothing.
+    let packets_up = packets_up.max(sent);
+    let frames_down = received;
+    let up_bytes = packets_up as f64 * lethe_proto::packet::PACKET_SIZE as f64;
+    let down_bytes = frames_down as f64 * lethe_proto::frame::DELIVERY_BODY_LEN as f64;
+    let real_bytes = sent as f64 * lethe_proto::packet::PACKET_SIZE as f64
+        + delivered as f64 * lethe_proto::frame::DELIVERY_BODY_LEN as f64;
+    let n = opts.clients.max(1) as f64;
     for c in clients {
         if let Ok(c) = Arc::try_unwrap(c) {
             c.close().await;
@@ -260,6 +312,18 @@ pub async fn run(opts: NetOpts, progress: &indicatif::ProgressBar) -> anyhow::Re
         delivery_ratio: ratio(delivered as f64, sent as f64),
         throughput_msgs_per_sec: rate(delivered, opts.secs),
         latency: all.summary(),
-        cover_share: 0.0,
+        cover_share: 1.0 - ratio(real_bytes, up_bytes + down_bytes),
+        cover_ms: opts.cover_ms,
+        downstream_ms: opts.downstream_ms,
+        downstream_mode: opts.downstream_mode,
+        upstream_kb_per_client: up_bytes / n / elapsed.max(1e-9) / 1e3,
+        downstream_kb_per_client: down_bytes / n / elapsed.max(1e-9) / 1e3,
     })
+}
+
+/// Frames a client has received besides the bench's messages: downstream cover frames
+/// and its loops' returns.
+fn frames_received(c: &Client) -> u64 {
+    let stats = c.loop_stats();
+    c.receive_drops().cover.load(Ordering::Relaxed) + stats.returned + stats.stale
 }
