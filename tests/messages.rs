@@ -50,6 +50,38 @@ fn receive(dir: &Path, bind: &str, out: &Path, count: usize, timeout: u64) -> Ch
         .unwrap()
 }
 
+/// A network with cover, Alice (on gateway-1) and Bob (on gateway-2), a folder for the
+/// files to send and Bob's output folder.
+struct Pair {
+    net: LocalNet,
+    alice: PathBuf,
+    bob: PathBuf,
+    /// Bob's address.
+    to: String,
+    files: PathBuf,
+    out: PathBuf,
+}
+
+impl Pair {
+    async fn start(prefix: &str) -> Pair {
+        let net = LocalNet::start_with_env(prefix, 5, COVER).unwrap();
+        let alice = net.client_dir("alice", "gateway-1").await.unwrap();
+        let bob = net.client_dir("bob", "gateway-2").await.unwrap();
+        let to = lethe_client::address(&bob).unwrap().to_string();
+        let files = net.root_path().join("files");
+        std::fs::create_dir_all(&files).unwrap();
+        let out = net.root_path().join("bob-inbox");
+        Pair {
+            net,
+            alice,
+            bob,
+            to,
+            files,
+            out,
+        }
+    }
+}
+
 fn random_file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
     let mut data = vec![0u8; len];
     rand::rng().fill(&mut data[..]);
@@ -83,13 +115,14 @@ fn text(b: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_of_1kb_100kb_and_10mb_arrive_whole_once_and_acknowledged() {
-    let net = LocalNet::start_with_env("127.91.0", 5, COVER).unwrap();
-    let alice = net.client_dir("alice", "gateway-1").await.unwrap();
-    let bob = net.client_dir("bob", "gateway-2").await.unwrap();
-    let to = lethe_client::address(&bob).unwrap().to_string();
-    let files = net.root_path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let out = net.root_path().join("bob-inbox");
+    let Pair {
+        net: _net,
+        alice,
+        bob,
+        to,
+        files,
+        out,
+    } = Pair::start("127.91.0").await;
     let rx = receive(&bob, "127.91.7.2:0", &out, 3, 600);
 
     let mut sent = Vec::new();
@@ -147,13 +180,14 @@ async fn messages_of_1kb_100kb_and_10mb_arrive_whole_once_and_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offline_recipient_gets_its_message_when_it_comes_online() {
-    let net = LocalNet::start_with_env("127.92.0", 5, COVER).unwrap();
-    let alice = net.client_dir("alice", "gateway-1").await.unwrap();
-    let bob = net.client_dir("bob", "gateway-2").await.unwrap();
-    let to = lethe_client::address(&bob).unwrap().to_string();
-    let files = net.root_path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let out = net.root_path().join("bob-inbox");
+    let Pair {
+        net,
+        alice,
+        bob,
+        to,
+        files,
+        out,
+    } = Pair::start("127.92.0").await;
 
     // Bob is offline: a send whose timeout is short fails, and says why. (The message is
     // larger than the sender's window, so his gateway's mailbox gets only its beginning:
@@ -269,13 +303,14 @@ async fn wait_for_partial(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_survives_a_mix_killed_for_good() {
-    let mut net = LocalNet::start_with_env("127.93.0", 5, COVER).unwrap();
-    let alice = net.client_dir("alice", "gateway-1").await.unwrap();
-    let bob = net.client_dir("bob", "gateway-2").await.unwrap();
-    let to = lethe_client::address(&bob).unwrap().to_string();
-    let files = net.root_path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    let out = net.root_path().join("bob-inbox");
+    let Pair {
+        mut net,
+        alice,
+        bob,
+        to,
+        files,
+        out,
+    } = Pair::start("127.93.0").await;
     let rx = receive(&bob, "127.93.7.2:0", &out, 1, 400);
     let (file, data) = random_file(&files, "msg", 1024 * 1024);
     let sender = {
