@@ -88,7 +88,7 @@ pub async fn run(cfg: NodeConfig, keys: NodeKeys, shutdown: Shutdown) -> Result<
             ),
         }
     });
-    info!(%addr, key = %id, "directory authority serving");
+    info!(addr = %lethe_net::Sensitive::new(addr), key = %id, "directory authority serving");
     http::serve(listener, handler, shutdown).await;
     gather.abort();
     prober.abort();
